@@ -1,0 +1,226 @@
+//! [`ClusterState`]: the metadata as of the last applied record. A pure value: built only
+//! by [`ClusterState::apply`], no I/O, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use uuid::Uuid;
+
+use crate::records::{MetadataRecord, PartitionRecord};
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub broker_id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    pub incarnation: Uuid,
+}
+
+/// One partition of a topic.
+pub type PartitionState = PartitionRecord;
+
+/// A live topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: Uuid,
+    /// Indexed by partition number.
+    pub partitions: Vec<PartitionState>,
+    /// Topic-level overrides only (Kafka key → value); broker defaults live elsewhere.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The cluster metadata as of `applied_records` records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    cluster_id: Option<String>,
+    brokers: BTreeMap<i32, BrokerInfo>,
+    topics: BTreeMap<String, TopicInfo>,
+    names_by_id: HashMap<Uuid, String>,
+    applied_records: u64,
+}
+
+impl ClusterState {
+    /// The cluster id, once `InitCluster` has been applied.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, broker_id: i32) -> Option<&BrokerInfo> {
+        self.brokers.get(&broker_id)
+    }
+
+    /// Live topics in name order.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicInfo> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&TopicInfo> {
+        self.names_by_id.get(&topic_id).and_then(|n| self.topics.get(n))
+    }
+
+    /// How many records have been applied: a version number for this state.
+    pub fn applied_records(&self) -> u64 {
+        self.applied_records
+    }
+
+    /// Applies one committed record.
+    ///
+    /// # Panics
+    /// If the record contradicts the state (a duplicate topic, an unknown topic id): the
+    /// controller validated it against this same state before it was committed, so a
+    /// mismatch is a bug that must stop the node rather than corrupt metadata.
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::InitCluster { cluster_id } => {
+                assert!(self.cluster_id.is_none(), "InitCluster applied twice");
+                self.cluster_id = Some(cluster_id.clone());
+            }
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                host,
+                port,
+                rack,
+                incarnation,
+            } => {
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerInfo {
+                        broker_id: *broker_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        incarnation: *incarnation,
+                    },
+                );
+            }
+            MetadataRecord::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                configs,
+            } => {
+                assert!(!self.topics.contains_key(name), "topic {name} created twice");
+                assert!(!self.names_by_id.contains_key(topic_id), "topic id {topic_id} reused");
+                for (i, p) in partitions.iter().enumerate() {
+                    assert_eq!(p.partition as usize, i, "partitions of {name} out of order");
+                }
+                self.names_by_id.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: partitions.clone(),
+                        configs: configs.clone(),
+                    },
+                );
+            }
+            MetadataRecord::CreatePartitions {
+                topic_id,
+                partitions,
+            } => {
+                let topic = self.topic_mut(*topic_id);
+                for p in partitions {
+                    assert_eq!(p.partition as usize, topic.partitions.len(), "partition gap");
+                    topic.partitions.push(p.clone());
+                }
+            }
+            MetadataRecord::DeleteTopic { topic_id } => {
+                let name = self
+                    .names_by_id
+                    .remove(topic_id)
+                    .unwrap_or_else(|| panic!("DeleteTopic of unknown topic id {topic_id}"));
+                self.topics.remove(&name);
+            }
+            MetadataRecord::TopicConfig {
+                topic_id,
+                key,
+                value,
+            } => {
+                let topic = self.topic_mut(*topic_id);
+                match value {
+                    Some(v) => topic.configs.insert(key.clone(), v.clone()),
+                    None => topic.configs.remove(key),
+                };
+            }
+        }
+        self.applied_records += 1;
+    }
+
+    fn topic_mut(&mut self, topic_id: Uuid) -> &mut TopicInfo {
+        let name = self
+            .names_by_id
+            .get(&topic_id)
+            .unwrap_or_else(|| panic!("record names unknown topic id {topic_id}"));
+        self.topics.get_mut(name).expect("names_by_id and topics agree")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(i: i32) -> PartitionRecord {
+        PartitionRecord {
+            partition: i,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn topic_lifecycle() {
+        let mut state = ClusterState::default();
+        let id = Uuid::from_u128(7);
+        state.apply(&MetadataRecord::CreateTopic {
+            name: "orders".into(),
+            topic_id: id,
+            partitions: vec![partition(0)],
+            configs: BTreeMap::new(),
+        });
+        state.apply(&MetadataRecord::CreatePartitions {
+            topic_id: id,
+            partitions: vec![partition(1), partition(2)],
+        });
+        state.apply(&MetadataRecord::TopicConfig {
+            topic_id: id,
+            key: "retention.ms".into(),
+            value: Some("1000".into()),
+        });
+        let t = state.topic("orders").unwrap();
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(state.topic_by_id(id).unwrap().name, "orders");
+        state.apply(&MetadataRecord::DeleteTopic { topic_id: id });
+        assert!(state.topic("orders").is_none());
+        assert!(state.topic_by_id(id).is_none());
+        assert_eq!(state.applied_records(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "created twice")]
+    fn duplicate_topic_is_a_bug() {
+        let mut state = ClusterState::default();
+        for n in 0..2 {
+            state.apply(&MetadataRecord::CreateTopic {
+                name: "a".into(),
+                topic_id: Uuid::from_u128(n),
+                partitions: vec![],
+                configs: BTreeMap::new(),
+            });
+        }
+    }
+}
