@@ -1,0 +1,111 @@
+//! # cairn-log — one partition's log on disk
+//!
+//! **Owns**: the directory of one topic partition — its segment files, their sparse indexes,
+//! the checkpoints of the recovery point, the log start offset and the leader epochs, and the
+//! clean-shutdown marker. It validates RecordBatch v2 bytes, assigns offsets, stores and
+//! serves whole batches, recovers after a crash, applies retention and compaction.
+//!
+//! **Must never**: read the clock (time comes in as `now_ms`), spawn threads or touch sockets,
+//! re-encode batches on the append/read path (only the base offset, the partition leader epoch
+//! and, for LogAppendTime topics, the timestamp type bit and `max_timestamp` are patched), serve
+//! bytes that failed their CRC, or write outside its directory. It is plain synchronous Rust;
+//! `cairn-broker` owns one `PartitionLog` per hosted partition behind a lock and calls it from
+//! its tokio tasks (blocking calls belong in `spawn_blocking`), passing time in.
+//!
+//! Kafka concepts: `LogSegment`, `OffsetIndex`, `TimeIndex`, `UnifiedLog`, the recovery point
+//! and `LeaderEpochFileCache` (KIP-101, KIP-279); the batch format is the Kafka protocol
+//! guide's "RecordBatch" (magic 2, KIP-98).
+//!
+//! ## Invariants (asserted or maintained by every operation)
+//!
+//! - `log_start_offset <= recovery_point <= log_end_offset`.
+//! - Segments are sorted by base offset, never overlap, and the last one is the active one
+//!   (the only one appended to); there is always at least one segment.
+//! - Offsets strictly increase through the log (gaps allowed after compaction); every stored
+//!   batch passed header and CRC-32C checks when appended or recovered.
+//! - Index entries strictly increase in offset, position and timestamp and point at batch
+//!   starts inside the segment.
+//! - Everything below `recovery_point` has been fdatasync'ed.
+//!
+//! ## Files in a partition directory, byte by byte
+//!
+//! `<base>` is the segment's base offset as 20 zero-padded decimal digits.
+//!
+//! - `<base>.log`: RecordBatch v2 batches back to back, exactly as produced (see
+//!   [`batch`] for the 61-byte header layout). Nothing else: no file header or footer. Below
+//!   2 GiB ([`limits::SEGMENT_BYTES_MAX`]).
+//! - `<base>.index`: entries of 8 bytes, big-endian: `u32` offset relative to `<base>` (of the
+//!   last record of a batch), `u32` byte position of that batch in `<base>.log`. One entry
+//!   after every `index.interval.bytes` of log. Preallocated (zero-filled) to
+//!   `segment.index.bytes` and mmapped while the segment is active; trimmed to its entries on
+//!   roll and close.
+//! - `<base>.timeindex`: entries of 12 bytes, big-endian: `i64` largest batch `max_timestamp`
+//!   seen so far in the segment, `u32` relative offset of the batch that first reached it.
+//!   Written alongside offset-index entries when the timestamp grew, plus a final entry on
+//!   roll/close so that the segment's max timestamp is known without a scan.
+//! - `recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`: Kafka's text
+//!   checkpoint format `"0\n1\n<offset>\n"`.
+//! - `leader-epoch-checkpoint`: `"0\n<n>\n"` then `"<epoch> <start_offset>\n"` per epoch.
+//!   Checkpoints are replaced atomically (write `.tmp`, fdatasync, rename, fsync directory).
+//! - `.cairn-clean-shutdown`: empty; exists only between a clean `close` and the next `open`.
+//! - `*.deleted`: segment files being deleted (renamed first, removed `file.delete.delay.ms`
+//!   later or at the next open). `*.cleaned`, `*.tmp`: leftovers of an interrupted cleaner
+//!   pass or checkpoint write, removed at open.
+//!
+//! ## Recovery and what survives a power cut
+//!
+//! Opening after a clean shutdown scans nothing but the bytes after the active segment's last
+//! index entry (≤ `index.interval.bytes` plus one batch), whatever the size of the log. After
+//! a crash, segments from the one holding the persisted recovery point on are scanned batch by
+//! batch (length, CRC-32C, increasing offsets); the first invalid or torn batch and everything
+//! after it is truncated (logged with the file, position and reason), later segments are
+//! deleted, indexes are rebuilt and the recovered data is fsync'ed. The persisted recovery
+//! point is written when it enters a new segment and at close, so a crash scans about one
+//! segment.
+//!
+//! After a power cut the log is always a valid prefix of what was appended, and contains:
+//! - `FlushPolicy::EveryAppend`: every batch whose append returned `Ok`;
+//! - `FlushPolicy::GroupCommit`: every batch below the `up_to_offset` of a `FlushTicket`
+//!   whose `sync` returned `Ok` (the broker acknowledges `acks=all` producers only then);
+//! - `FlushPolicy::Interval`: every batch flushed by the last interval flush;
+//! - `FlushPolicy::Never`: whatever the kernel had written back (plus everything before the
+//!   last `close`).
+//!
+//! Record batch magic v0/v1 is rejected with [`LogError::UnsupportedMagic`] (all clients
+//! since Kafka 0.11 send v2).
+//!
+//! ## Example
+//!
+//! ```
+//! use cairn_log::{LogConfig, PartitionLog};
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+//! let mut batch = cairn_log::testutil::simple_batch(2, 100, 1_000);
+//! let info = log.append_as_leader(&mut batch, 0, 1_000).unwrap();
+//! // Group commit: take the ticket under the lock, sync outside it, then complete.
+//! let ticket = log.begin_flush().unwrap();
+//! ticket.sync().unwrap();
+//! log.complete_flush(ticket.up_to_offset);
+//! assert_eq!(log.recovery_point(), info.last_offset + 1);
+//! ```
+
+pub mod batch;
+mod checkpoint;
+pub mod cleaner;
+mod compression;
+pub mod config;
+pub mod error;
+mod index;
+pub mod limits;
+pub mod log;
+mod segment;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
+
+pub use batch::{
+    BATCH_HEADER_LEN, BatchHeader, Batches, CompressionType, Record, decode_records, verify_crc,
+};
+pub use cleaner::CleanStats;
+pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use error::LogError;
+pub use log::{AppendInfo, FlushTicket, PartitionLog, ReadInfo, TimestampOffset};

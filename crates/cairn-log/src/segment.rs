@@ -1,0 +1,475 @@
+//! One segment: a `.log` file of whole batches plus its `.index` and `.timeindex`
+//! (Kafka's `LogSegment`).
+//!
+//! Invariants: `size` is the number of valid bytes (everything past it is garbage from a failed
+//! write and is overwritten by the next append); every batch in `[0, size)` has passed header
+//! and CRC checks when it was appended or recovered; batches' offsets strictly increase and are
+//! `>= base_offset`; index entries only point at batch starts below `size`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{BATCH_HEADER_LEN, BatchHeader, compute_crc};
+use crate::error::{IoContext, LogError};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::limits::{LOG_OVERHEAD_BYTES, RECOVERY_READ_CHUNK_BYTES, RELATIVE_OFFSET_MAX};
+
+/// `<20-digit zero-padded base offset>.<ext>`.
+pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+pub(crate) struct LogSegment {
+    pub(crate) base_offset: i64,
+    pub(crate) log_path: PathBuf,
+    pub(crate) file: Arc<File>,
+    pub(crate) size: u64,
+    pub(crate) offset_index: OffsetIndex,
+    pub(crate) time_index: TimeIndex,
+    pub(crate) bytes_since_last_index_entry: u64,
+    /// Largest batch max timestamp in the segment (-1 if none).
+    pub(crate) max_timestamp: i64,
+    /// Base offset of the first batch that reached `max_timestamp`.
+    pub(crate) offset_of_max_timestamp: i64,
+    /// Max timestamp of the first batch (for `segment.ms`), if known.
+    pub(crate) first_batch_timestamp: Option<i64>,
+    pub(crate) active: bool,
+}
+
+/// How a scan of a segment ended.
+pub(crate) struct ScanEnd {
+    /// Byte position after the last valid batch.
+    pub(crate) valid_bytes: u64,
+    /// Offset after the last valid batch (`None` if no batch was scanned).
+    pub(crate) next_offset: Option<i64>,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub(crate) error: Option<String>,
+}
+
+/// Reads a file sequentially through a reusable buffer.
+struct ChunkReader<'a> {
+    file: &'a File,
+    path: &'a Path,
+    end: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl<'a> ChunkReader<'a> {
+    /// `len` bytes at `pos` (the caller checked `pos + len <= end`).
+    fn get(&mut self, pos: u64, len: usize) -> Result<&[u8], LogError> {
+        assert!(pos + len as u64 <= self.end);
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if pos < self.buf_start || pos + len as u64 > buf_end {
+            let want = (len.max(RECOVERY_READ_CHUNK_BYTES) as u64).min(self.end - pos) as usize;
+            self.buf.resize(want, 0);
+            self.file
+                .read_exact_at(&mut self.buf, pos)
+                .io_ctx("read segment", self.path)?;
+            self.buf_start = pos;
+        }
+        let at = (pos - self.buf_start) as usize;
+        Ok(&self.buf[at..at + len])
+    }
+}
+
+impl LogSegment {
+    /// Creates a new, empty, active segment (replacing any file of the same name).
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_bytes: u32,
+    ) -> Result<LogSegment, LogError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)
+            .io_ctx("create segment", &log_path)?;
+        let index_path = dir.join(file_name(base_offset, "index"));
+        let time_path = dir.join(file_name(base_offset, "timeindex"));
+        for p in [&index_path, &time_path] {
+            File::create(p).io_ctx("create index", p)?;
+        }
+        let mut seg = LogSegment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size: 0,
+            offset_index: OffsetIndex::open(&index_path, base_offset)?,
+            time_index: TimeIndex::open(&time_path, base_offset)?,
+            bytes_since_last_index_entry: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            first_batch_timestamp: None,
+            active: false,
+        };
+        seg.activate(index_bytes)?;
+        Ok(seg)
+    }
+
+    /// Opens an existing segment as inactive, trusting its (trimmed) index files. The caller
+    /// decides whether to `sanity_check` or `recover` it.
+    pub(crate) fn open(dir: &Path, base_offset: i64) -> Result<LogSegment, LogError> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .io_ctx("open segment", &log_path)?;
+        let size = file.metadata().io_ctx("stat segment", &log_path)?.len();
+        let offset_index =
+            OffsetIndex::open(&dir.join(file_name(base_offset, "index")), base_offset)?;
+        let time_index =
+            TimeIndex::open(&dir.join(file_name(base_offset, "timeindex")), base_offset)?;
+        let (max_timestamp, offset_of_max_timestamp) =
+            time_index.last().unwrap_or((-1, base_offset));
+        Ok(LogSegment {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size,
+            offset_index,
+            time_index,
+            bytes_since_last_index_entry: 0,
+            max_timestamp,
+            offset_of_max_timestamp,
+            first_batch_timestamp: None,
+            active: false,
+        })
+    }
+
+    /// Cheap checks of a segment loaded without a scan: index entries point inside the file
+    /// and the first batch header is readable. `Err` means "rebuild by scanning".
+    pub(crate) fn sanity_check(&self) -> Result<(), String> {
+        if self.size > crate::limits::SEGMENT_BYTES_MAX as u64 {
+            return Err(format!(
+                "{} bytes is over the segment size limit",
+                self.size
+            ));
+        }
+        if let Some((off, pos)) = self.offset_index.last() {
+            if off < self.base_offset || pos as u64 >= self.size {
+                return Err(format!(
+                    "offset index entry ({off}, {pos}) out of the segment"
+                ));
+            }
+            let h = self.read_header_at(pos as u64).map_err(|e| e.to_string())?;
+            if h.last_offset() != off {
+                return Err(format!(
+                    "offset index says {off} at {pos}, batch there ends at {}",
+                    h.last_offset()
+                ));
+            }
+        }
+        if let Some((_, off)) = self.time_index.last() {
+            if off < self.base_offset {
+                return Err(format!(
+                    "time index entry offset {off} below the base offset"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the segment the active one: index files preallocated and mapped read-write.
+    pub(crate) fn activate(&mut self, index_bytes: u32) -> Result<(), LogError> {
+        self.offset_index.activate(index_bytes)?;
+        self.time_index.activate(index_bytes)?;
+        self.active = true;
+        Ok(())
+    }
+
+    /// Makes the segment inactive: records a final time-index entry for the max timestamp (so
+    /// a clean open learns it without a scan) and trims the index files.
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        if self.max_timestamp >= 0 {
+            // A full time index keeps its last entry; the segment's max timestamp is then
+            // only approximate after reopening, which retention tolerates.
+            let _ = self
+                .time_index
+                .maybe_push(self.max_timestamp, self.offset_of_max_timestamp);
+        }
+        self.offset_index.seal()?;
+        self.time_index.seal()?;
+        self.active = false;
+        Ok(())
+    }
+
+    /// True when appending `bytes` more would not fit or the indexes are full or the relative
+    /// offsets would overflow.
+    pub(crate) fn should_roll(&self, bytes: usize, segment_bytes: u32, last_offset: i64) -> bool {
+        self.size > 0
+            && (self.size + bytes as u64 > segment_bytes as u64
+                || self.offset_index.is_full()
+                || self.time_index.is_full()
+                || last_offset - self.base_offset > RELATIVE_OFFSET_MAX)
+    }
+
+    /// Reads and parses the header at `pos`.
+    pub(crate) fn read_header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
+        if pos + BATCH_HEADER_LEN as u64 > self.size {
+            return Err(self.corrupt(pos, "batch header extends past the end of the segment"));
+        }
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .io_ctx("read segment", &self.log_path)?;
+        let h = BatchHeader::parse(&buf).map_err(|e| self.corrupt(pos, e.to_string()))?;
+        if pos + h.total_len() as u64 > self.size {
+            return Err(self.corrupt(pos, "batch extends past the end of the segment"));
+        }
+        Ok(h)
+    }
+
+    pub(crate) fn corrupt(&self, pos: u64, reason: impl Into<String>) -> LogError {
+        LogError::CorruptSegment {
+            path: self.log_path.clone(),
+            position: pos,
+            reason: reason.into(),
+        }
+    }
+
+    /// Records one appended (or recovered) batch at `pos` in the indexes.
+    fn index_batch(&mut self, h: &BatchHeader, pos: u64, index_interval_bytes: u32) {
+        if self.first_batch_timestamp.is_none() {
+            self.first_batch_timestamp = Some(h.max_timestamp);
+        }
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.offset_of_max_timestamp = h.base_offset;
+        }
+        if self.bytes_since_last_index_entry > index_interval_bytes as u64
+            && !self.offset_index.is_full()
+        {
+            self.offset_index.push(h.last_offset(), pos as u32);
+            let _ = self
+                .time_index
+                .maybe_push(self.max_timestamp, self.offset_of_max_timestamp);
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += h.total_len() as u64;
+    }
+
+    /// Writes already-validated batches at the end of the segment and indexes them. On an
+    /// I/O error (ENOSPC, short write) nothing is indexed and `size` is unchanged: the partial
+    /// bytes past `size` are cut (best effort) and in any case overwritten by the next append.
+    pub(crate) fn append(
+        &mut self,
+        buf: &[u8],
+        headers: &[(BatchHeader, usize)],
+        index_interval_bytes: u32,
+    ) -> Result<(), LogError> {
+        assert!(self.active);
+        assert!(self.size + buf.len() as u64 <= crate::limits::SEGMENT_BYTES_MAX as u64);
+        if let Err(e) = self.file.write_all_at(buf, self.size) {
+            let _ = self.file.set_len(self.size);
+            return Err(LogError::Io {
+                op: "append",
+                path: self.log_path.clone(),
+                source: e,
+            });
+        }
+        let start = self.size;
+        for (h, at) in headers {
+            self.index_batch(h, start + *at as u64, index_interval_bytes);
+        }
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Rebuilds both indexes from a full scan and truncates the file after the last valid
+    /// batch. Returns the scan result (its `error` says what was cut) and the bytes cut.
+    pub(crate) fn recover(
+        &mut self,
+        prev_next_offset: i64,
+        index_interval_bytes: u32,
+        index_bytes: u32,
+    ) -> Result<(ScanEnd, u64), LogError> {
+        self.offset_index.clear();
+        self.time_index.clear();
+        // Rebuild into a mapping large enough for every entry (trimmed again by `seal`).
+        self.offset_index.activate(index_bytes)?;
+        self.time_index.activate(index_bytes)?;
+        self.bytes_since_last_index_entry = 0;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.first_batch_timestamp = None;
+        let file = Arc::clone(&self.file);
+        let path = self.log_path.clone();
+        let end = scan_file(
+            &file,
+            &path,
+            self.base_offset,
+            0,
+            prev_next_offset,
+            |h, pos, _| {
+                self.index_batch(h, pos, index_interval_bytes);
+                Ok(())
+            },
+        )?;
+        let file_len = self
+            .file
+            .metadata()
+            .io_ctx("stat segment", &self.log_path)?
+            .len();
+        let cut = file_len - end.valid_bytes;
+        if cut > 0 {
+            self.file
+                .set_len(end.valid_bytes)
+                .io_ctx("truncate segment", &self.log_path)?;
+        }
+        self.size = end.valid_bytes;
+        Ok((end, cut))
+    }
+
+    /// Scans from the last offset-index entry to the end: the next offset of a segment that
+    /// was closed cleanly, and its max timestamp, in O(index interval) bytes.
+    pub(crate) fn load_tail(&mut self) -> Result<ScanEnd, LogError> {
+        let from = self.offset_index.last().map_or(0, |(_, pos)| pos as u64);
+        let file = Arc::clone(&self.file);
+        let path = self.log_path.clone();
+        // Since the last index entry (or the segment start) `index_batch` has counted every
+        // batch, including the indexed one.
+        self.bytes_since_last_index_entry = 0;
+        let end = scan_file(
+            &file,
+            &path,
+            self.base_offset,
+            from,
+            self.base_offset,
+            |h, _, _| {
+                if h.max_timestamp > self.max_timestamp {
+                    self.max_timestamp = h.max_timestamp;
+                    self.offset_of_max_timestamp = h.base_offset;
+                }
+                self.bytes_since_last_index_entry += h.total_len() as u64;
+                Ok(())
+            },
+        )?;
+        if self.size > 0 && self.first_batch_timestamp.is_none() {
+            self.first_batch_timestamp = Some(self.read_header_at(0)?.max_timestamp);
+        }
+        Ok(end)
+    }
+
+    /// Position of the first batch whose last offset is `>= offset` (and its header), or
+    /// `None` if every batch ends before `offset`.
+    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let mut pos = self.offset_index.lookup(offset) as u64;
+        while pos + (LOG_OVERHEAD_BYTES as u64) <= self.size {
+            let h = self.read_header_at(pos)?;
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Cuts the segment so that it ends before the batch at `pos`; indexes follow.
+    pub(crate) fn truncate_to_position(&mut self, pos: u64) -> Result<(), LogError> {
+        assert!(pos <= self.size);
+        self.file
+            .set_len(pos)
+            .io_ctx("truncate segment", &self.log_path)?;
+        self.size = pos;
+        Ok(())
+    }
+
+    pub(crate) fn index_paths(&self) -> [PathBuf; 2] {
+        [
+            self.offset_index.inner.path().to_path_buf(),
+            self.time_index.inner.path().to_path_buf(),
+        ]
+    }
+
+    /// Every file of the segment, for fsync.
+    pub(crate) fn files(&self) -> [&Arc<File>; 3] {
+        [
+            &self.file,
+            self.offset_index.inner.file(),
+            self.time_index.inner.file(),
+        ]
+    }
+}
+
+/// Scans `[from, file end)` of a segment file batch by batch, verifying headers, CRCs and
+/// increasing offsets (`prev_next_offset` is the smallest acceptable base offset). Calls
+/// `on_batch` for each valid batch with its header, position and bytes. Stops at the first
+/// invalid or incomplete batch. Allocation is bounded by the file size.
+pub(crate) fn scan_file(
+    file: &File,
+    path: &Path,
+    base_offset: i64,
+    from: u64,
+    prev_next_offset: i64,
+    mut on_batch: impl FnMut(&BatchHeader, u64, &[u8]) -> Result<(), LogError>,
+) -> Result<ScanEnd, LogError> {
+    let end = file.metadata().io_ctx("stat segment", path)?.len();
+    let mut r = ChunkReader {
+        file,
+        path,
+        end,
+        buf: Vec::new(),
+        buf_start: 0,
+    };
+    let mut pos = from;
+    let mut next_offset = None;
+    let mut expected = prev_next_offset.max(base_offset);
+    let error = loop {
+        if pos == end {
+            break None;
+        }
+        if end - pos < BATCH_HEADER_LEN as u64 {
+            break Some(format!(
+                "{} trailing bytes, shorter than a batch header",
+                end - pos
+            ));
+        }
+        let h = match BatchHeader::parse(r.get(pos, BATCH_HEADER_LEN)?) {
+            Ok(h) => h,
+            Err(e) => break Some(e.to_string()),
+        };
+        let total = h.total_len() as u64;
+        if pos + total > end {
+            break Some(format!(
+                "torn batch: needs {total} bytes, {} remain",
+                end - pos
+            ));
+        }
+        if h.base_offset < expected {
+            break Some(format!(
+                "base offset {} below the expected {expected}",
+                h.base_offset
+            ));
+        }
+        if h.last_offset() - base_offset > RELATIVE_OFFSET_MAX {
+            break Some(format!(
+                "offset {} too far from the segment base",
+                h.last_offset()
+            ));
+        }
+        let bytes = r.get(pos, total as usize)?;
+        let crc = compute_crc(bytes);
+        if crc != h.crc {
+            break Some(format!(
+                "CRC-32C mismatch: stored {:#010x}, computed {crc:#010x}",
+                h.crc
+            ));
+        }
+        on_batch(&h, pos, bytes)?;
+        expected = h.last_offset() + 1;
+        next_offset = Some(expected);
+        pos += total;
+    };
+    Ok(ScanEnd {
+        valid_bytes: pos,
+        next_offset,
+        error,
+    })
+}

@@ -1,0 +1,235 @@
+//! Test support: an encoder of valid RecordBatch v2 bytes (varint records, CRC-32C, any codec).
+//!
+//! Compiled for this crate's tests and, for other crates' tests, behind the `testutil` cargo
+//! feature (`cairn-log = { workspace = true, features = ["testutil"] }` in dev-dependencies).
+//!
+//! ```
+//! use cairn_log::testutil::{BatchBuilder, TestRecord};
+//! let batch = BatchBuilder::new(0).record(TestRecord::kv(1_700_000_000_000, "key", "value")).build();
+//! cairn_log::verify_crc(&batch).unwrap();
+//! ```
+
+use crate::batch::{BATCH_HEADER_LEN, CompressionType, rewrite_crc};
+use crate::compression;
+
+/// One record to encode. `timestamp` is absolute; the builder computes deltas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRecord {
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl TestRecord {
+    /// A record with a key and a value and no headers.
+    pub fn kv(timestamp: i64, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> TestRecord {
+        TestRecord {
+            timestamp,
+            key: Some(key.as_ref().to_vec()),
+            value: Some(value.as_ref().to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A record without key.
+    pub fn value(timestamp: i64, value: impl AsRef<[u8]>) -> TestRecord {
+        TestRecord {
+            timestamp,
+            key: None,
+            value: Some(value.as_ref().to_vec()),
+            headers: vec![],
+        }
+    }
+
+    /// A tombstone (key, null value).
+    pub fn tombstone(timestamp: i64, key: impl AsRef<[u8]>) -> TestRecord {
+        TestRecord {
+            timestamp,
+            key: Some(key.as_ref().to_vec()),
+            value: None,
+            headers: vec![],
+        }
+    }
+}
+
+/// Appends a zig-zag varlong like Kafka's `ByteUtils.writeVarlong`.
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Appends a zig-zag varint.
+pub fn put_varint(out: &mut Vec<u8>, v: i32) {
+    put_varlong(out, v as i64)
+}
+
+fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Encodes one record (with its length prefix) at `offset_delta`.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    offset_delta: i32,
+    timestamp_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(String, Option<Vec<u8>>)],
+) {
+    let mut body = vec![0u8];
+    put_varlong(&mut body, timestamp_delta);
+    put_varint(&mut body, offset_delta);
+    put_nullable(&mut body, key);
+    put_nullable(&mut body, value);
+    put_varint(&mut body, headers.len() as i32);
+    for (k, v) in headers {
+        put_nullable(&mut body, Some(k.as_bytes()));
+        put_nullable(&mut body, v.as_deref());
+    }
+    put_varint(out, body.len() as i32);
+    out.extend_from_slice(&body);
+}
+
+/// Builds one RecordBatch v2.
+#[derive(Clone, Debug)]
+pub struct BatchBuilder {
+    base_offset: i64,
+    leader_epoch: i32,
+    compression: CompressionType,
+    raw_snappy: bool,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    attributes_extra: i16,
+    offset_deltas: Option<Vec<i32>>,
+    records: Vec<TestRecord>,
+}
+
+impl BatchBuilder {
+    /// A batch starting at `base_offset` (leaders overwrite it), no producer id, uncompressed.
+    pub fn new(base_offset: i64) -> BatchBuilder {
+        BatchBuilder {
+            base_offset,
+            leader_epoch: -1,
+            compression: CompressionType::None,
+            raw_snappy: false,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            attributes_extra: 0,
+            offset_deltas: None,
+            records: Vec::new(),
+        }
+    }
+
+    pub fn leader_epoch(mut self, epoch: i32) -> Self {
+        self.leader_epoch = epoch;
+        self
+    }
+
+    pub fn compression(mut self, codec: CompressionType) -> Self {
+        self.compression = codec;
+        self
+    }
+
+    /// Snappy without xerial framing (as librdkafka writes it).
+    pub fn raw_snappy(mut self, raw: bool) -> Self {
+        self.raw_snappy = raw;
+        self
+    }
+
+    pub fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Sets the transactional (0x10) / control (0x20) attribute bits.
+    pub fn attributes(mut self, extra: i16) -> Self {
+        self.attributes_extra = extra;
+        self
+    }
+
+    /// Explicit offset deltas (for compacted batches with gaps); default 0, 1, 2, ...
+    pub fn offset_deltas(mut self, deltas: Vec<i32>) -> Self {
+        self.offset_deltas = Some(deltas);
+        self
+    }
+
+    pub fn record(mut self, r: TestRecord) -> Self {
+        self.records.push(r);
+        self
+    }
+
+    pub fn records(mut self, rs: impl IntoIterator<Item = TestRecord>) -> Self {
+        self.records.extend(rs);
+        self
+    }
+
+    /// Encodes the batch with a correct CRC-32C.
+    pub fn build(&self) -> Vec<u8> {
+        let base_ts = self.records.first().map_or(-1, |r| r.timestamp);
+        let max_ts = self.records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
+        let deltas: Vec<i32> = match &self.offset_deltas {
+            Some(d) => d.clone(),
+            None => (0..self.records.len() as i32).collect(),
+        };
+        let mut body = Vec::new();
+        for (r, &d) in self.records.iter().zip(&deltas) {
+            encode_record(
+                &mut body,
+                d,
+                r.timestamp - base_ts,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &r.headers,
+            );
+        }
+        let body = if self.compression == CompressionType::Snappy && self.raw_snappy {
+            compression::compress_snappy_raw(&body)
+        } else {
+            compression::compress(self.compression, &body)
+        };
+        let last_delta = deltas.last().copied().unwrap_or(0);
+        let mut b = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+        b.extend_from_slice(&self.base_offset.to_be_bytes());
+        b.extend_from_slice(&((BATCH_HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&self.leader_epoch.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&(self.compression as i16 | self.attributes_extra).to_be_bytes());
+        b.extend_from_slice(&last_delta.to_be_bytes());
+        b.extend_from_slice(&base_ts.to_be_bytes());
+        b.extend_from_slice(&max_ts.to_be_bytes());
+        b.extend_from_slice(&self.producer_id.to_be_bytes());
+        b.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        b.extend_from_slice(&self.base_sequence.to_be_bytes());
+        b.extend_from_slice(&(self.records.len() as i32).to_be_bytes());
+        b.extend_from_slice(&body);
+        rewrite_crc(&mut b);
+        b
+    }
+}
+
+/// A batch of `count` records with `value_bytes`-byte values and keys `key-<i>`, all stamped
+/// `timestamp`.
+pub fn simple_batch(count: usize, value_bytes: usize, timestamp: i64) -> Vec<u8> {
+    BatchBuilder::new(0)
+        .records(
+            (0..count)
+                .map(|i| TestRecord::kv(timestamp, format!("key-{i}"), vec![b'x'; value_bytes])),
+        )
+        .build()
+}
