@@ -1,0 +1,75 @@
+//! [`BrokerConfig`]: everything `cairn serve` can be told, with Kafka's defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cairn_log::LogConfig;
+
+/// Largest request frame accepted (`socket.request.max.bytes`, Kafka's default 100 MiB).
+/// A larger size prefix closes the connection before anything is allocated.
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
+/// Requests one connection may have in flight; librdkafka pipelines up to 5 produce
+/// requests plus metadata and fetch, so 32 never throttles a well-behaved client.
+pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Concurrent client connections; more wait in the accept queue.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This broker's id (`node.id`).
+    pub node_id: i32,
+    /// Kafka listener address.
+    pub listen: SocketAddr,
+    /// `host:port` given to clients in Metadata; `None` means the listener's address.
+    pub advertise: Option<String>,
+    /// Root of all data: partition directories and `__cluster_metadata/`.
+    pub data_dir: PathBuf,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+    /// Concurrent connections accepted.
+    pub connections_max: usize,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of an auto-created topic or of a CreateTopics that asks
+    /// for the default (-1).
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i32,
+    /// Log defaults for every topic (Kafka topic-config keys, e.g. `retention.ms`); a topic's
+    /// own overrides apply on top.
+    pub log_defaults: BTreeMap<String, String>,
+    /// `log.retention.check.interval.ms`: how often retention and flush-by-interval run.
+    pub log_retention_check_interval_ms: u64,
+}
+
+impl BrokerConfig {
+    /// Kafka's defaults, with data under `data_dir` and the listener on `listen`.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> BrokerConfig {
+        BrokerConfig {
+            node_id: 1,
+            listen,
+            advertise: None,
+            data_dir: data_dir.into(),
+            socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            log_defaults: BTreeMap::new(),
+            log_retention_check_interval_ms: 300_000,
+        }
+    }
+
+    /// The broker-wide log config: Kafka defaults with `log_defaults` applied.
+    pub fn base_log_config(&self) -> Result<LogConfig, cairn_log::LogError> {
+        let mut config = LogConfig::default();
+        config.apply_props(
+            self.log_defaults
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,147 @@
+//! Fetch (key 1) for consumers: whole batches up to the high watermark, parked in a
+//! purgatory until `min_bytes` are available or `max_wait_ms` passes.
+//!
+//! ## DelayedFetch
+//! Before reading, the request subscribes to the high-watermark channel of every
+//! partition it names; if the read returns fewer than `min_bytes`, it waits until any of
+//! them moves (or the deadline), then reads again. Subscribing first means an append
+//! between the read and the wait is never missed.
+//!
+//! ## Limits (KIP-74)
+//! `partition_max_bytes` caps each partition and `max_bytes` the response, except that the
+//! first batch of the first partition with data is returned whole even when larger, so a
+//! consumer always makes progress.
+//!
+//! ## Sessions (KIP-227)
+//! This broker declines to create fetch sessions: it answers `session_id` 0, which tells
+//! the client to keep sending full fetch requests. A request naming a session gets
+//! FETCH_SESSION_ID_NOT_FOUND, and the client falls back to a full request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::RequestContext;
+use crate::errors::{check_leader_epoch, log_error_code};
+
+/// Longest a fetch may park, whatever the client asks for.
+pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
+/// `read_committed` consumers get an empty aborted-transactions list (no transactions yet).
+const ISOLATION_READ_COMMITTED: i8 = 1;
+
+pub async fn handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse {
+    if request.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let max_wait =
+        Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    loop {
+        let mut receivers = Vec::new();
+        let (responses, bytes, errors) = read_all(&ctx, &request, &mut receivers);
+        if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline || receivers.is_empty()
+        {
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
+        }
+        let mut changes: FuturesUnordered<_> = receivers
+            .iter_mut()
+            .map(|rx: &mut watch::Receiver<i64>| rx.changed())
+            .collect();
+        tokio::select! {
+            _ = changes.next() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Reads every requested partition once. Returns the topics, the record bytes read, and
+/// whether any partition had an error (which answers the fetch at once, as Kafka does).
+fn read_all(
+    ctx: &RequestContext,
+    request: &FetchRequest,
+    receivers: &mut Vec<watch::Receiver<i64>>,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let broker = &ctx.broker;
+    let state = broker.metadata.state();
+    let mut remaining = request.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let name = if ctx.version >= 13 {
+            state.topic_by_id(topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.topic.as_str().to_owned())
+        };
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1);
+            if request.isolation_level == ISOLATION_READ_COMMITTED {
+                data = data.with_aborted_transactions(Some(Vec::new()));
+            }
+            let Some(partition) = name
+                .as_deref()
+                .and_then(|n| broker.replicas.get(n, p.partition))
+            else {
+                let code = if name.is_none() {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                errors = true;
+                partitions.push(data.with_error_code(code.code()));
+                continue;
+            };
+            receivers.push(partition.subscribe());
+            if let Err(code) = check_leader_epoch(p.current_leader_epoch, partition.leader_epoch())
+            {
+                errors = true;
+                partitions.push(data.with_error_code(code.code()));
+                continue;
+            }
+            let max_bytes = (p.partition_max_bytes.max(0) as usize).min(remaining);
+            let hw = partition.high_watermark();
+            data = data.with_high_watermark(hw).with_last_stable_offset(hw);
+            match partition.read(p.fetch_offset, max_bytes, total == 0) {
+                Ok(read) => {
+                    total += read.records.len();
+                    remaining = remaining.saturating_sub(read.records.len());
+                    data = data
+                        .with_log_start_offset(read.log_start_offset)
+                        .with_records(Some(read.records));
+                }
+                Err(e) => {
+                    errors = true;
+                    tracing::debug!(peer = %ctx.peer, topic = ?name, partition = p.partition, error = %e, "fetch failed");
+                    data = data
+                        .with_error_code(log_error_code(&e).code())
+                        .with_log_start_offset(partition.log_start_offset())
+                        .with_records(Some(Bytes::new()));
+                }
+            }
+            partitions.push(data);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (responses, total, errors)
+}

@@ -1,0 +1,87 @@
+//! ListOffsets (key 2): earliest, latest, by timestamp and max timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::RequestContext;
+use crate::errors::{check_leader_epoch, log_error_code};
+use crate::replica_manager::Partition;
+
+/// Special timestamps of ListOffsets (KIP-79, KIP-734, KIP-405, KIP-1005).
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
+
+pub fn handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let broker = &ctx.broker;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let Some(partition) =
+                        broker.replicas.get(topic.name.as_str(), p.partition_index)
+                    else {
+                        return response
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    match lookup(&partition, p.timestamp, p.current_leader_epoch) {
+                        Ok((timestamp, offset)) => response
+                            .with_timestamp(timestamp)
+                            .with_offset(offset)
+                            .with_leader_epoch(partition.leader_epoch()),
+                        Err(code) => response.with_error_code(code.code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// (timestamp, offset) for one partition; (-1, -1) when no record matches.
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+) -> Result<(i64, i64), ResponseError> {
+    check_leader_epoch(current_leader_epoch, partition.leader_epoch())?;
+    let hw = partition.high_watermark();
+    match timestamp {
+        LATEST_TIMESTAMP => Ok((-1, hw)),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((-1, partition.log_start_offset())),
+        LATEST_TIERED_TIMESTAMP => Ok((-1, -1)),
+        MAX_TIMESTAMP => {
+            let found = partition
+                .with_log(|log| log.max_timestamp_offset())
+                .map_err(|e| log_error_code(&e))?;
+            Ok(found
+                .filter(|t| t.offset < hw)
+                .map_or((-1, -1), |t| (t.timestamp, t.offset)))
+        }
+        t if t < 0 => Err(ResponseError::InvalidRequest),
+        t => {
+            let found = partition
+                .with_log(|log| log.fetch_offset_by_timestamp(t))
+                .map_err(|e| log_error_code(&e))?;
+            Ok(found
+                .filter(|t| t.offset < hw)
+                .map_or((-1, -1), |t| (t.timestamp, t.offset)))
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Metadata (key 3): brokers, the controller, topics and partition leadership, from the
+//! applied cluster metadata; auto-creates topics when allowed.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use super::topics::create_topic;
+use cairn_meta::TopicInfo;
+
+/// "Authorized operations were not requested" in Metadata responses.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataResponse {
+    let broker = &ctx.broker;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let wanted = match request.topics {
+        None => None,
+        Some(t) if t.is_empty() && ctx.version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let auto_create = broker.config.auto_create_topics_enable
+        && (ctx.version < 4 || request.allow_auto_topic_creation);
+
+    let mut topics = Vec::new();
+    match wanted {
+        None => {
+            let state = broker.metadata.state();
+            topics.extend(state.topics().map(|t| topic_response(t, ctx.version)));
+        }
+        Some(requested) => {
+            for t in requested {
+                let state = broker.metadata.state();
+                let found = match &t.name {
+                    Some(name) => state.topic(name.as_str()).cloned(),
+                    None => state.topic_by_id(t.topic_id).cloned(),
+                };
+                let response = match (found, t.name) {
+                    (Some(info), _) => topic_response(&info, ctx.version),
+                    (None, Some(name)) if auto_create => {
+                        match create_topic(
+                            broker,
+                            name.to_string(),
+                            -1,
+                            -1,
+                            Default::default(),
+                            false,
+                        )
+                        .await
+                        {
+                            Ok(info) => topic_response(&info, ctx.version),
+                            // Lost a race with another creator: describe what exists.
+                            Err((ResponseError::TopicAlreadyExists, _)) => {
+                                match broker.metadata.state().topic(name.as_str()) {
+                                    Some(info) => topic_response(info, ctx.version),
+                                    None => error_topic(
+                                        Some(name),
+                                        t.topic_id,
+                                        ResponseError::UnknownTopicOrPartition,
+                                    ),
+                                }
+                            }
+                            Err((code, msg)) => {
+                                tracing::debug!(topic = %name.as_str(), "auto-create refused: {msg}");
+                                error_topic(Some(name), t.topic_id, code)
+                            }
+                        }
+                    }
+                    (None, Some(name)) => {
+                        let code = match cairn_meta::controller::validate_topic_name(name.as_str())
+                        {
+                            Ok(()) => ResponseError::UnknownTopicOrPartition,
+                            Err(_) => ResponseError::InvalidTopicException,
+                        };
+                        error_topic(Some(name), t.topic_id, code)
+                    }
+                    (None, None) => error_topic(None, t.topic_id, ResponseError::UnknownTopicId),
+                };
+                topics.push(response);
+            }
+        }
+    }
+
+    let state = broker.metadata.state();
+    let brokers = state
+        .brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(
+            state
+                .cluster_id()
+                .map(|c| StrBytes::from_string(c.to_owned())),
+        )
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn error_topic(
+    name: Option<TopicName>,
+    topic_id: uuid::Uuid,
+    code: ResponseError,
+) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name)
+        .with_topic_id(topic_id)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn topic_response(topic: &TopicInfo, _version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,193 @@
+//! Produce (key 0): append the client's batches unchanged, answer with their offsets.
+//!
+//! ## Durability per `acks`
+//! - `acks=0`: appended to the log (page cache); no response is sent.
+//! - `acks=1`: answered once appended to the log (page cache), as in Kafka.
+//! - `acks=-1` (all): answered once the records are durable under the topic's flush
+//!   policy: with the default group commit, after the fdatasync that covers them
+//!   ([`crate::group_commit`]); with `EveryAppend` the append itself fsyncs.
+//!
+//! Idempotent and transactional batches (producer id ≥ 0) are refused until the
+//! exactly-once issue lands: accepting them without deduplication would break their promise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cairn_log::Batches;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::errors::log_error_code;
+use crate::replica_manager::Partition;
+
+pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    let broker = ctx.broker.clone();
+    let acks = request.acks;
+    let state = broker.metadata.state();
+    let now_ms = crate::now_ms();
+    let refuse_all = if !matches!(acks, -1..=1) {
+        Some((
+            ResponseError::InvalidRequiredAcks,
+            format!("acks={acks} is not one of 0, 1, -1"),
+        ))
+    } else if request.transactional_id.is_some() {
+        Some((
+            ResponseError::InvalidRequest,
+            "transactions are not supported by this broker yet".to_owned(),
+        ))
+    } else {
+        None
+    };
+
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    // (topic index, partition index in response, partition) of appends to make durable.
+    let mut appended: Vec<(usize, usize, Arc<Partition>)> = Vec::new();
+    for topic in request.topic_data {
+        let name = if ctx.version >= 13 {
+            state.topic_by_id(topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.as_str().to_owned())
+        };
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let response = PartitionProduceResponse::default().with_index(p.index);
+            let partition = name
+                .as_deref()
+                .and_then(|n| broker.replicas.get(n, p.index));
+            let outcome = match (&refuse_all, partition) {
+                (Some((code, msg)), _) => Err((*code, msg.clone())),
+                (None, None) if ctx.version >= 13 && name.is_none() => {
+                    Err((ResponseError::UnknownTopicId, "unknown topic id".to_owned()))
+                }
+                (None, None) => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    "this broker does not host that partition".to_owned(),
+                )),
+                (None, Some(partition)) => {
+                    append(&partition, p.records, now_ms).map(|r| (r, partition))
+                }
+            };
+            partition_responses.push(match outcome {
+                Ok(((base_offset, log_append_time_ms, log_start_offset), partition)) => {
+                    appended.push((responses.len(), partition_responses.len(), partition));
+                    response
+                        .with_base_offset(base_offset)
+                        .with_log_append_time_ms(log_append_time_ms)
+                        .with_log_start_offset(log_start_offset)
+                }
+                Err((code, msg)) => {
+                    tracing::debug!(peer = %ctx.peer, topic = ?name, partition = p.index, error = ?code, "produce refused: {msg}");
+                    response
+                        .with_error_code(code.code())
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1)
+                        .with_error_message(Some(StrBytes::from_string(msg)))
+                }
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partition_responses),
+        );
+    }
+
+    // Durability: acks=all waits for the group commit; other acks only ask for one.
+    let committer = &broker.replicas.group_committer;
+    let mut waits = Vec::new();
+    for (t, p, partition) in appended {
+        if !partition.uses_group_commit() {
+            continue;
+        }
+        if acks == -1 {
+            let committer = committer.clone();
+            waits.push(async move { (t, p, committer.flush(partition).await) });
+        } else {
+            committer.request(partition);
+        }
+    }
+    if !waits.is_empty() {
+        let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+        let all = futures_util::future::join_all(waits);
+        let results = match tokio::time::timeout(timeout, all).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|(t, p, r)| {
+                    (
+                        t,
+                        p,
+                        r.err()
+                            .map(|e| (ResponseError::KafkaStorageError, e.to_string())),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            Err(_) => Vec::new(),
+        };
+        let timed_out = results.is_empty();
+        for (t, p, error) in results {
+            if let Some((code, msg)) = error {
+                let r = &mut responses[t].partition_responses[p];
+                r.error_code = code.code();
+                r.error_message = Some(StrBytes::from_string(msg));
+            }
+        }
+        if timed_out {
+            for r in responses
+                .iter_mut()
+                .flat_map(|t| t.partition_responses.iter_mut())
+            {
+                if r.error_code == 0 {
+                    r.error_code = ResponseError::RequestTimedOut.code();
+                    r.error_message = Some(StrBytes::from_static_str(
+                        "timed out waiting for the records to become durable",
+                    ));
+                }
+            }
+        }
+    }
+
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Validates and appends one partition's batches; returns (base offset, log append time,
+/// log start offset).
+fn append(
+    partition: &Partition,
+    records: Option<Bytes>,
+    now_ms: i64,
+) -> Result<(i64, i64, i64), (ResponseError, String)> {
+    let Some(records) = records else {
+        return Err((
+            ResponseError::CorruptMessage,
+            "the partition's records are null".to_owned(),
+        ));
+    };
+    for batch in Batches::new(&records) {
+        let (header, _) = batch.map_err(|e| (log_error_code(&e), e.to_string()))?;
+        if header.producer_id >= 0 {
+            return Err((
+                ResponseError::InvalidProducerIdMapping,
+                "idempotent and transactional producers are not supported by this broker yet; set enable.idempotence=false".to_owned(),
+            ));
+        }
+    }
+    // The log patches offsets into the batch headers, so it needs its own copy.
+    let mut buf = BytesMut::from(&records[..]);
+    let info = partition
+        .append_as_leader(&mut buf, now_ms)
+        .map_err(|e| (log_error_code(&e), e.to_string()))?;
+    Ok((
+        info.base_offset,
+        info.log_append_time_ms,
+        partition.log_start_offset(),
+    ))
+}

@@ -1,0 +1,148 @@
+//! Topic creation and config validation shared by CreateTopics and Metadata auto-creation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cairn_log::LogConfig;
+use cairn_meta::{MetadataRecord, TopicInfo, controller};
+use kafka_protocol::error::ResponseError;
+
+use crate::errors::controller_error_code;
+use crate::server::Broker;
+
+/// A refusal: the Kafka error and a message for the client.
+pub type Refusal = (ResponseError, String);
+
+/// Checks topic-level config overrides: every key must be one the log implements, and
+/// the resulting config must be valid. Keys Kafka has but Cairn does not implement are
+/// refused with INVALID_CONFIG rather than stored and ignored.
+pub fn validate_configs(
+    broker: &Broker,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    for key in configs.keys() {
+        if !LogConfig::KNOWN_KEYS.contains(&key.as_str()) {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!(
+                    "topic config '{key}' is not supported by Cairn (supported: {})",
+                    LogConfig::KNOWN_KEYS.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut config = broker.replicas.base_config().clone();
+    config
+        .apply_props(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+    Ok(())
+}
+
+/// Creates a topic through the metadata log and opens its partitions. `partitions` and
+/// `replication_factor` of -1 mean the broker defaults.
+pub async fn create_topic(
+    broker: &Arc<Broker>,
+    name: String,
+    partitions: i32,
+    replication_factor: i32,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<TopicInfo, Refusal> {
+    validate_configs(broker, &configs)?;
+    let partitions = if partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        partitions
+    };
+    let replication_factor = if replication_factor == -1 {
+        broker.config.default_replication_factor
+    } else {
+        replication_factor
+    };
+    let topic_id = uuid::Uuid::new_v4();
+    let start_index = topic_id.as_u128() as usize;
+    let b = broker.clone();
+    super::blocking(move || {
+        let decide = |state: &cairn_meta::ClusterState| {
+            controller::create_topic(state, &name, partitions, replication_factor, configs, topic_id, start_index)
+        };
+        if validate_only {
+            let state = b.metadata.state();
+            return decide(&state)
+                .map(|records| match records.into_iter().next() {
+                    Some(cairn_meta::MetadataRecord::CreateTopic { name, topic_id, partitions, configs }) => {
+                        TopicInfo { name, topic_id, partitions, configs }
+                    }
+                    other => unreachable!("create_topic returns one CreateTopic record, got {other:?}"),
+                })
+                .map_err(|e| (controller_error_code(&e), e.to_string()));
+        }
+        let state = match b.metadata.propose(decide) {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
+            Err(e) => return Err((ResponseError::KafkaStorageError, e.to_string())),
+        };
+        b.replicas
+            .apply_metadata(&state, crate::now_ms())
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        let topic = state.topic(&name).expect("just created").clone();
+        tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), topic_id = %topic.topic_id, "topic created");
+        Ok(topic)
+    })
+    .await
+}
+
+/// Replaces topic `name`'s config overrides with what `compute` makes of the current ones,
+/// validated, committed through the metadata log (unless `validate_only`) and applied to
+/// the hosted partitions.
+pub async fn alter_topic_configs(
+    broker: &Arc<Broker>,
+    name: String,
+    validate_only: bool,
+    compute: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Refusal>
+    + Send
+    + 'static,
+) -> Result<(), Refusal> {
+    let b = broker.clone();
+    super::blocking(move || {
+        let decide = |state: &cairn_meta::ClusterState| -> Result<Vec<MetadataRecord>, Refusal> {
+            let topic = state.topic(&name).ok_or_else(|| {
+                (
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                )
+            })?;
+            let next = compute(&topic.configs)?;
+            validate_configs(&b, &next)?;
+            if validate_only {
+                return Ok(Vec::new());
+            }
+            let set = next
+                .iter()
+                .filter(|(k, v)| topic.configs.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), Some(v.clone())));
+            let removed = topic
+                .configs
+                .keys()
+                .filter(|k| !next.contains_key(*k))
+                .map(|k| (k.clone(), None));
+            Ok(set
+                .chain(removed)
+                .map(|(key, value)| MetadataRecord::TopicConfig {
+                    topic_id: topic.topic_id,
+                    key,
+                    value,
+                })
+                .collect())
+        };
+        let state = match b.metadata.propose(decide) {
+            Ok(Ok(state)) => state,
+            Ok(Err(refusal)) => return Err(refusal),
+            Err(e) => return Err((ResponseError::KafkaStorageError, e.to_string())),
+        };
+        b.replicas
+            .apply_metadata(&state, crate::now_ms())
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
+    })
+    .await
+}

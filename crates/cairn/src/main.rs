@@ -1,0 +1,226 @@
+//! # cairn — the binary
+//!
+//! `cairn serve` (the default when no subcommand is given) runs a broker; the other
+//! subcommands are Kafka-protocol clients that work against any Kafka-compatible broker:
+//! `cairn topic create|list|describe|delete`, `cairn produce`, `cairn consume`.
+//!
+//! Settings of `cairn serve` come, highest precedence first, from command-line flags,
+//! `CAIRN_*` environment variables, the TOML file named by `--config`, then defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use cairn_broker::{Broker, BrokerConfig};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+mod cli;
+
+/// Decoding untrusted frames must not abort the process; see `cairn_broker::alloc`.
+#[global_allocator]
+static ALLOCATOR: cairn_broker::alloc::NoReserveAllocator = cairn_broker::alloc::NoReserveAllocator;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a Kafka-compatible distributed log broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker (the default).
+    Serve(ServeArgs),
+    /// Create, list, describe and delete topics on any Kafka-compatible broker.
+    Topic(cli::TopicArgs),
+    /// Produce lines from standard input as records.
+    Produce(cli::ProduceArgs),
+    /// Print records of a partition as lines.
+    Consume(cli::ConsumeArgs),
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where partitions and metadata live [default: ./data].
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener [default: 127.0.0.1:9092].
+    #[arg(long, env = "CAIRN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// host:port given to clients in Metadata [default: the listener's address].
+    #[arg(long, env = "CAIRN_ADVERTISE")]
+    advertise: Option<String>,
+    /// This broker's id [default: 1].
+    #[arg(long, env = "CAIRN_NODE_ID")]
+    node_id: Option<i32>,
+    /// Controller (Raft) listener: reserved for the metadata quorum, not implemented yet.
+    #[arg(long, env = "CAIRN_CONTROLLER_LISTEN")]
+    controller_listen: Option<String>,
+    /// Raft voters `id@host:port,...`: reserved for the metadata quorum, not implemented yet.
+    #[arg(long, env = "CAIRN_VOTERS")]
+    voters: Option<String>,
+    /// Prometheus listener: reserved for the metrics issue, not implemented yet [default: off].
+    #[arg(long, env = "CAIRN_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// A Kafka property, `key=value`, repeatable: broker settings (num.partitions,
+    /// default.replication.factor, auto.create.topics.enable, socket.request.max.bytes,
+    /// log.retention.check.interval.ms) or topic defaults (retention.ms, segment.bytes, ...).
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        env = "CAIRN_SET",
+        value_delimiter = ';'
+    )]
+    set: Vec<String>,
+}
+
+/// The `--config` file: the same settings as the flags, plus `[properties]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    node_id: Option<i32>,
+    controller_listen: Option<String>,
+    voters: Option<String>,
+    metrics_listen: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, toml::Value>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(args) => serve(args).await,
+            Command::Topic(args) => cli::topic(args).await,
+            Command::Produce(args) => cli::produce(args).await,
+            Command::Consume(args) => cli::consume(args).await,
+        }
+    })
+}
+
+/// Broker-level properties; every other `--set` key is a topic default for the log.
+const BROKER_PROPERTIES: &[&str] = &[
+    "num.partitions",
+    "default.replication.factor",
+    "auto.create.topics.enable",
+    "socket.request.max.bytes",
+    "log.retention.check.interval.ms",
+];
+
+fn broker_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let file: ConfigFile = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => ConfigFile::default(),
+    };
+    if args.controller_listen.or(file.controller_listen).is_some()
+        || args.voters.or(file.voters).is_some()
+    {
+        bail!(
+            "--controller-listen and --voters belong to the multi-node metadata quorum, which is not implemented yet; run without them for a single node"
+        );
+    }
+    if args.metrics_listen.or(file.metrics_listen).is_some() {
+        bail!("--metrics-listen: the Prometheus exporter is not implemented yet; run without it");
+    }
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid"));
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let mut config = BrokerConfig::new(data_dir, listen);
+    config.advertise = args.advertise.or(file.advertise);
+    config.node_id = args.node_id.or(file.node_id).unwrap_or(1);
+
+    let mut properties: BTreeMap<String, String> = file
+        .properties
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect();
+    for kv in args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set '{kv}' must be key=value"))?;
+        properties.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    for (key, value) in properties {
+        let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("property {key}={value}: {e}");
+        match key.as_str() {
+            "num.partitions" => config.num_partitions = value.parse().map_err(|e| bad(&e))?,
+            "default.replication.factor" => {
+                config.default_replication_factor = value.parse().map_err(|e| bad(&e))?
+            }
+            "auto.create.topics.enable" => {
+                config.auto_create_topics_enable = value.parse().map_err(|e| bad(&e))?
+            }
+            "socket.request.max.bytes" => {
+                config.socket_request_max_bytes = value.parse().map_err(|e| bad(&e))?
+            }
+            "log.retention.check.interval.ms" => {
+                config.log_retention_check_interval_ms = value.parse().map_err(|e| bad(&e))?
+            }
+            _ if cairn_log::LogConfig::KNOWN_KEYS.contains(&key.as_str()) => {
+                config.log_defaults.insert(key, value);
+            }
+            _ => bail!(
+                "unknown property '{key}'; broker properties: {}; topic defaults: {}",
+                BROKER_PROPERTIES.join(", "),
+                cairn_log::LogConfig::KNOWN_KEYS.join(", ")
+            ),
+        }
+    }
+    config.base_log_config().context("invalid topic defaults")?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = broker_config(args)?;
+    let handle = Broker::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing logs");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

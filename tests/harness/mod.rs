@@ -1,0 +1,158 @@
+//! Test harness: runs the real `cairn` binary as a child process on a free loopback port,
+//! with its data in a temporary directory, and stops it with SIGTERM (clean) or SIGKILL
+//! (crash). The broker's log goes to `broker.log` beside the data, printed when a test
+//! fails to start it.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to start listening before the test gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    extra_args: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+impl BrokerProcess {
+    /// Starts a broker with an empty data directory.
+    pub fn start() -> BrokerProcess {
+        BrokerProcess::start_with(&[])
+    }
+
+    /// Starts a broker with extra `cairn serve` flags.
+    pub fn start_with(extra_args: &[&str]) -> BrokerProcess {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let log_path = tmp.path().join("broker.log");
+        let mut broker = BrokerProcess {
+            child: None,
+            addr: free_port(),
+            data_dir,
+            log_path,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _tmp: tmp,
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("broker log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .args(&self.extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn the cairn binary");
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                panic!(
+                    "broker exited with {status} during start; its log:\n{}",
+                    self.log()
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                panic!(
+                    "broker did not listen on {} within {START_TIMEOUT:?}; its log:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process dies at once, with no flush and no clean-shutdown marker.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the broker");
+            child.wait().expect("reap the broker");
+        }
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let status = child.wait().expect("wait for the broker");
+            assert!(
+                status.success(),
+                "broker exited with {status} on SIGTERM; its log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Starts the broker again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts a stopped or killed broker again.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- broker log ({}) ----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
