@@ -1079,7 +1079,9 @@ impl PartitionLog {
     }
 
     /// Removes every record at or after `offset` (rounded down to a batch boundary: a batch
-    /// holding `offset` is removed whole). Used by followers after a leader change.
+    /// holding `offset` is removed whole). Used by followers after a leader change. If that
+    /// batch starts below `log_start_offset`, the log starts over empty at `log_start_offset`;
+    /// if `offset < log_start_offset`, it starts over at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         if offset >= self.log_end_offset {
             return Ok(());
@@ -1103,6 +1105,11 @@ impl PartitionLog {
             }
             None => offset,
         };
+        if new_leo < self.log_start_offset {
+            // The cut batch straddles the log start: nothing at or after it can be kept.
+            let start = self.log_start_offset;
+            return self.truncate_fully_and_start_at(start);
+        }
         if !seg.active {
             seg.activate(self.config.segment_index_bytes)?;
         }

@@ -266,7 +266,7 @@ impl LogSegment {
     ) -> Result<(), LogError> {
         assert!(self.active);
         assert!(self.size + buf.len() as u64 <= crate::limits::SEGMENT_BYTES_MAX as u64);
-        if let Err(e) = self.file.write_all_at(buf, self.size) {
+        if let Err(e) = write_at(&self.file, buf, self.size) {
             let _ = self.file.set_len(self.size);
             return Err(LogError::Io {
                 op: "append",
@@ -472,4 +472,21 @@ pub(crate) fn scan_file(
         next_offset,
         error,
     })
+}
+
+#[cfg(any(test, feature = "testutil"))]
+thread_local! {
+    /// Fault injection for tests: the next segment append on this thread writes only this many
+    /// bytes and then fails with ENOSPC (a short write).
+    pub(crate) static FAIL_NEXT_WRITE_AFTER: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
+}
+
+fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<()> {
+    #[cfg(any(test, feature = "testutil"))]
+    if let Some(n) = FAIL_NEXT_WRITE_AFTER.with(|c| c.take()) {
+        file.write_all_at(&buf[..n.min(buf.len())], pos)?;
+        return Err(std::io::Error::from_raw_os_error(28));
+    }
+    file.write_all_at(buf, pos)
 }

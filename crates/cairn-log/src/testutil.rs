@@ -233,3 +233,9 @@ pub fn simple_batch(count: usize, value_bytes: usize, timestamp: i64) -> Vec<u8>
         )
         .build()
 }
+
+/// Makes the next segment append on this thread write only `bytes` bytes and then fail with
+/// ENOSPC, like a short write on a full disk.
+pub fn fail_next_write_after(bytes: usize) {
+    crate::segment::FAIL_NEXT_WRITE_AFTER.with(|c| c.set(Some(bytes)));
+}

@@ -1,0 +1,202 @@
+//! Fault tests: short writes, a full disk (a tiny tmpfs), flipped bytes in segments.
+
+use std::path::{Path, PathBuf};
+
+use cairn_log::testutil::{fail_next_write_after, simple_batch};
+use cairn_log::{Batches, LogConfig, LogError, PartitionLog};
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        segment_index_bytes: 4096,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
+}
+
+fn read_all(log: &PartitionLog) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < log.log_end_offset() {
+        let r = log.read(at, 1 << 20, i64::MAX, true).unwrap();
+        for item in Batches::new(&r.records) {
+            let (h, b) = item.unwrap();
+            out.push(b.to_vec());
+            at = h.last_offset() + 1;
+        }
+    }
+    out
+}
+
+fn append(log: &mut PartitionLog, n: usize) -> Result<Vec<u8>, LogError> {
+    let mut b = simple_batch(n, 100, 1_000);
+    log.append_as_leader(&mut b, 0, 1_000).map(|_| b)
+}
+
+#[test]
+fn short_write_fails_the_append_and_leaves_the_log_consistent() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    let mut acked = vec![append(&mut log, 3).unwrap()];
+    let size = log.size_bytes();
+    fail_next_write_after(50);
+    match append(&mut log, 3) {
+        Err(LogError::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(28)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(log.size_bytes(), size);
+    assert_eq!(read_all(&log), acked);
+    let seg = d.path().join(format!("{:020}.log", 0));
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        size,
+        "partial bytes cut"
+    );
+    acked.push(append(&mut log, 2).unwrap());
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(read_all(&log), acked);
+    // A short write followed by a crash: recovery keeps exactly the acknowledged batches.
+    fail_next_write_after(70);
+    assert!(append(&mut log, 1).is_err());
+    drop(log);
+    let log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    assert_eq!(read_all(&log), acked);
+}
+
+/// A tmpfs of `bytes` mounted on a temp dir, unmounted on drop. `None` without privileges.
+struct TinyFs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    fn mount(bytes: usize) -> Option<TinyFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().to_path_buf();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TinyFs { path, _dir: dir })
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+fn is_enospc(e: &LogError) -> bool {
+    matches!(e, LogError::Io { source, .. } if source.raw_os_error() == Some(28))
+}
+
+#[test]
+fn disk_full_fails_appends_and_recovers_when_space_returns() {
+    let Some(fs) = TinyFs::mount(1024 * 1024) else {
+        eprintln!("skipping: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let dir = fs.path.join("topic-0");
+    let ballast = fs.path.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 256 * 1024]).unwrap();
+    let mut log = PartitionLog::open(&dir, config(), 0).unwrap();
+    let mut acked = Vec::new();
+    let err = loop {
+        match append(&mut log, 8) {
+            Ok(b) => acked.push(b),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 10_000, "the disk never filled");
+    };
+    assert!(is_enospc(&err), "{err:?}");
+    let leo = log.log_end_offset();
+    // Still readable and consistent; further appends keep failing cleanly.
+    assert_eq!(read_all(&log), acked);
+    assert!(append(&mut log, 8).is_err());
+    assert_eq!(log.log_end_offset(), leo);
+    // Space comes back: the next append works.
+    std::fs::remove_file(&ballast).unwrap();
+    acked.push(append(&mut log, 8).unwrap());
+    assert_eq!(read_all(&log), acked);
+    log.flush().unwrap();
+    drop(log);
+    let log = PartitionLog::open(&dir, config(), 0).unwrap();
+    assert_eq!(read_all(&log), acked);
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn flipped_byte_is_reported_on_read_with_path_and_position() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    let batches: Vec<Vec<u8>> = (0..20).map(|_| append(&mut log, 2).unwrap()).collect();
+    log.close().unwrap();
+    let seg = d.path().join(format!("{:020}.log", 0));
+    let pos10: usize = batches[..10].iter().map(Vec::len).sum();
+    flip(&seg, pos10 + 80);
+    let log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    match log.read(20, 1 << 20, i64::MAX, true) {
+        Err(LogError::CorruptSegment {
+            path,
+            position,
+            reason,
+        }) => {
+            assert_eq!(path, seg);
+            assert_eq!(position as usize, pos10);
+            assert!(reason.contains("CRC"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Reads before it stop short of the corrupt batch: it is never served.
+    let r = log.read(0, 1 << 20, i64::MAX, true).unwrap();
+    assert_eq!(&r.records[..], &batches[..10].concat()[..]);
+    let r = log.read(22, 1 << 20, i64::MAX, true).unwrap();
+    assert_eq!(&r.records[..], &batches[11..].concat()[..]);
+}
+
+#[test]
+fn flipped_byte_is_truncated_by_crash_recovery() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    let batches: Vec<Vec<u8>> = (0..20).map(|_| append(&mut log, 2).unwrap()).collect();
+    drop(log);
+    let seg = d.path().join(format!("{:020}.log", 0));
+    let pos10: usize = batches[..10].iter().map(Vec::len).sum();
+    flip(&seg, pos10 + 80);
+    let log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 20);
+    assert_eq!(read_all(&log), batches[..10].to_vec());
+}
+
+#[test]
+fn garbage_segment_files_do_not_panic_recovery() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join(format!("{:020}.log", 5)),
+        b"\x00\x00\x00\x00\x00\x00\x00\x05\x7f\xff\xff\xffgarbage",
+    )
+    .unwrap();
+    std::fs::write(d.path().join(format!("{:020}.index", 5)), vec![0xffu8; 13]).unwrap();
+    std::fs::write(
+        d.path().join(format!("{:020}.timeindex", 9)),
+        vec![0xffu8; 24],
+    )
+    .unwrap();
+    std::fs::write(d.path().join("recovery-point-offset-checkpoint"), "garbage").unwrap();
+    let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.size_bytes(), 0);
+    append(&mut log, 1).unwrap();
+    assert_eq!(log.log_end_offset(), 6);
+}
