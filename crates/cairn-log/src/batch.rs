@@ -477,6 +477,91 @@ pub(crate) fn record_timestamp(h: &BatchHeader, r: &Record) -> i64 {
     }
 }
 
+/// Appends a zig-zag varlong like Kafka's `ByteUtils.writeVarlong`.
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Appends a zig-zag varint.
+pub fn put_varint(out: &mut Vec<u8>, v: i32) {
+    put_varlong(out, v as i64)
+}
+
+fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Encodes one record (with its length prefix).
+pub fn encode_record<H: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    offset_delta: i32,
+    timestamp_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(String, Option<H>)],
+) {
+    let mut body = vec![0u8];
+    put_varlong(&mut body, timestamp_delta);
+    put_varint(&mut body, offset_delta);
+    put_nullable(&mut body, key);
+    put_nullable(&mut body, value);
+    put_varint(&mut body, headers.len() as i32);
+    for (k, v) in headers {
+        put_nullable(&mut body, Some(k.as_bytes()));
+        put_nullable(&mut body, v.as_ref().map(|v| v.as_ref()));
+    }
+    put_varint(out, body.len() as i32);
+    out.extend_from_slice(&body);
+}
+
+/// Re-encodes a batch keeping its header (offsets, producer fields, timestamps, attributes)
+/// but only `records`, compressed with the header's codec. Used by the cleaner; the batch
+/// keeps its `last_offset_delta`, so offsets stay unchanged (with gaps).
+pub(crate) fn rebuild_batch(h: &BatchHeader, records: &[Record]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for r in records {
+        encode_record(
+            &mut body,
+            r.offset_delta,
+            r.timestamp_delta,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        );
+    }
+    let body = compression::compress(h.compression(), &body);
+    let mut b = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    b.extend_from_slice(&h.base_offset.to_be_bytes());
+    b.extend_from_slice(
+        &((BATCH_HEADER_LEN - LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes(),
+    );
+    b.extend_from_slice(&h.partition_leader_epoch.to_be_bytes());
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&h.attributes.to_be_bytes());
+    b.extend_from_slice(&h.last_offset_delta.to_be_bytes());
+    b.extend_from_slice(&h.base_timestamp.to_be_bytes());
+    b.extend_from_slice(&h.max_timestamp.to_be_bytes());
+    b.extend_from_slice(&h.producer_id.to_be_bytes());
+    b.extend_from_slice(&h.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&h.base_sequence.to_be_bytes());
+    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    b.extend_from_slice(&body);
+    rewrite_crc(&mut b);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

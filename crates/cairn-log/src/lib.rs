@@ -105,7 +105,7 @@ pub mod testutil;
 pub use batch::{
     BATCH_HEADER_LEN, BatchHeader, Batches, CompressionType, Record, decode_records, verify_crc,
 };
-pub use cleaner::CleanStats;
+pub use cleaner::{CleanStats, CleanTask, CleanedSegments};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, FlushTicket, PartitionLog, ReadInfo, TimestampOffset};

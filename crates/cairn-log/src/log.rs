@@ -14,7 +14,7 @@ use crate::batch::{
     MAX_TIMESTAMP_POS, PARTITION_LEADER_EPOCH_POS,
 };
 use crate::checkpoint;
-use crate::cleaner::CleanStats;
+use crate::cleaner::{CleanInput, CleanStats, CleanTask, CleanedSegments};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::{IoContext, LogError};
 use crate::limits::{
@@ -1262,9 +1262,97 @@ impl PartitionLog {
         std::fs::remove_dir_all(&dir).io_ctx("remove partition directory", &dir)
     }
 
-    /// Compacts the closed segments (compact policies only); see [`crate::cleaner`].
+    /// Compacts the closed segments (compact policies only) in one call, holding `&mut self`
+    /// throughout; see [`crate::cleaner`]. To keep appends flowing during a pass, use
+    /// `prepare_clean` / `CleanTask::run` / `finish_clean` instead.
     pub fn clean(&mut self, now_ms: i64) -> Result<CleanStats, LogError> {
-        crate::cleaner::clean(self, now_ms)
+        let Some(task) = self.prepare_clean(now_ms) else {
+            return Ok(CleanStats::default());
+        };
+        let cleaned = task.run()?;
+        self.finish_clean(cleaned)
+    }
+
+    /// Picks the closed segments a compaction pass may rewrite: `None` if the cleanup policy
+    /// does not compact or no closed segment is older than `min.compaction.lag.ms`.
+    pub fn prepare_clean(&self, now_ms: i64) -> Option<CleanTask> {
+        if !self.config.cleanup_policy.compacts() {
+            return None;
+        }
+        let lag = self.config.min_compaction_lag_ms;
+        let inputs: Vec<CleanInput> = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| lag <= 0 || now_ms.saturating_sub(s.max_timestamp) >= lag)
+            .filter(|s| s.size > 0)
+            .map(|s| CleanInput {
+                base_offset: s.base_offset,
+                path: s.log_path.clone(),
+                file: Arc::clone(&s.file),
+                size: s.size,
+            })
+            .collect();
+        if inputs.is_empty() {
+            return None;
+        }
+        Some(CleanTask {
+            inputs,
+            now_ms,
+            delete_retention_ms: self.config.delete_retention_ms,
+            generation: self.generation,
+        })
+    }
+
+    /// Swaps in the segments written by `CleanTask::run`, skipping any segment that was
+    /// deleted or changed meanwhile (and everything after a truncation).
+    pub fn finish_clean(&mut self, cleaned: CleanedSegments) -> Result<CleanStats, LogError> {
+        if cleaned.generation != self.generation {
+            cleaned.discard();
+            return Ok(CleanStats::default());
+        }
+        let stats = cleaned.stats.clone();
+        for out in cleaned.outputs {
+            let found = self
+                .segments
+                .iter()
+                .position(|s| s.base_offset == out.base_offset);
+            let Some(i) = found.filter(|&i| {
+                let s = &self.segments[i];
+                !s.active && s.size == out.input_size
+            }) else {
+                let _ = std::fs::remove_file(&out.cleaned_path);
+                continue;
+            };
+            let base = out.base_offset;
+            for p in self.segments[i].index_paths() {
+                std::fs::remove_file(&p).io_ctx("remove index before swap", &p)?;
+            }
+            self.dir_file
+                .sync_all()
+                .io_ctx("fsync directory", &self.dir)?;
+            let log_path = self.segments[i].log_path.clone();
+            std::fs::rename(&out.cleaned_path, &log_path)
+                .io_ctx("swap in cleaned segment", &log_path)?;
+            self.dir_file
+                .sync_all()
+                .io_ctx("fsync directory", &self.dir)?;
+            let mut seg = LogSegment::open(&self.dir, base)?;
+            let (end, _) = seg.recover(
+                i64::MIN,
+                self.config.index_interval_bytes,
+                self.config.segment_index_bytes,
+            )?;
+            assert!(
+                end.error.is_none() && seg.size == out.output_size,
+                "cleaned segment {} failed its own checks",
+                log_path.display()
+            );
+            seg.seal()?;
+            for f in seg.files() {
+                f.sync_data().io_ctx("fsync cleaned segment", &log_path)?;
+            }
+            self.segments[i] = seg;
+        }
+        Ok(stats)
     }
 }
 

@@ -166,6 +166,11 @@ impl LogSegment {
                 ));
             }
         }
+        if self.size > 0 && self.time_index.last().is_none() {
+            // Every sealed segment with timestamps ends with a time-index entry; none means
+            // the index files are missing (e.g. a crash during a cleaner swap).
+            return Err("no time index entry for a non-empty segment".into());
+        }
         if let Some((_, off)) = self.time_index.last() {
             if off < self.base_offset {
                 return Err(format!(

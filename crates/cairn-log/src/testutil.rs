@@ -53,53 +53,7 @@ impl TestRecord {
     }
 }
 
-/// Appends a zig-zag varlong like Kafka's `ByteUtils.writeVarlong`.
-pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-/// Appends a zig-zag varint.
-pub fn put_varint(out: &mut Vec<u8>, v: i32) {
-    put_varlong(out, v as i64)
-}
-
-fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => put_varint(out, -1),
-        Some(b) => {
-            put_varint(out, b.len() as i32);
-            out.extend_from_slice(b);
-        }
-    }
-}
-
-/// Encodes one record (with its length prefix) at `offset_delta`.
-pub fn encode_record(
-    out: &mut Vec<u8>,
-    offset_delta: i32,
-    timestamp_delta: i64,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[(String, Option<Vec<u8>>)],
-) {
-    let mut body = vec![0u8];
-    put_varlong(&mut body, timestamp_delta);
-    put_varint(&mut body, offset_delta);
-    put_nullable(&mut body, key);
-    put_nullable(&mut body, value);
-    put_varint(&mut body, headers.len() as i32);
-    for (k, v) in headers {
-        put_nullable(&mut body, Some(k.as_bytes()));
-        put_nullable(&mut body, v.as_deref());
-    }
-    put_varint(out, body.len() as i32);
-    out.extend_from_slice(&body);
-}
+pub use crate::batch::{encode_record, put_varint, put_varlong};
 
 /// Builds one RecordBatch v2.
 #[derive(Clone, Debug)]
