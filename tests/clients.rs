@@ -67,6 +67,9 @@ async fn create_topic(broker: &BrokerProcess, name: &str, partitions: i32) {
     assert_eq!(results, vec![Ok(name.to_owned())]);
 }
 
+/// A produced record: key, value, the codec it was compressed with.
+type Sent = (Vec<u8>, Vec<u8>, String);
+
 /// A consumed record: partition, offset, key, value, headers.
 type Seen = (i32, i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
@@ -126,7 +129,8 @@ async fn produce_consume_round_trip_every_codec() {
     create_topic(&broker, topic, 3).await;
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     let per_codec = 20_000;
-    let mut expected: BTreeMap<i32, Vec<(Vec<u8>, Vec<u8>, String)>> = BTreeMap::new();
+    // Per partition, in order: (key, value, codec header).
+    let mut expected: BTreeMap<i32, Vec<Sent>> = BTreeMap::new();
     for codec in codecs {
         let producer = producer(
             &broker,

@@ -70,7 +70,7 @@ pub async fn serve(
                     Ok(Some(frame)) => match decode(frame) {
                         Ok(Decoded::Request { api_key, version, correlation_id, client_id, request }) => {
                             let ctx = RequestContext { broker: broker.clone(), api_key, version, correlation_id, client_id, peer };
-                            inflight.push_back(handle(ctx, request));
+                            inflight.push_back(handle(ctx, *request));
                         }
                         Ok(Decoded::Immediate(bytes)) => {
                             inflight.push_back(Box::pin(async move { Some(bytes) }));
@@ -116,7 +116,7 @@ pub enum Decoded {
         version: i16,
         correlation_id: i32,
         client_id: Option<String>,
-        request: RequestKind,
+        request: Box<RequestKind>,
     },
     /// An answer that needs no handler (ApiVersions at an unsupported version).
     Immediate(BytesMut),
@@ -174,7 +174,7 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, String> {
         version,
         correlation_id,
         client_id: header.client_id.map(|s| s.to_string()),
-        request,
+        request: Box::new(request),
     })
 }
 
