@@ -7,10 +7,10 @@
 //! seen in the segment so far) then `relative_offset: u32` (base offset of the batch that
 //! first reached it, minus the segment base).
 //!
-//! Entries are strictly increasing in both fields. The active segment's files are
-//! preallocated to `segment.index.bytes` by writing zeros (so that a full disk fails the
-//! `pwrite` of the preallocation, never a store into the mapping, which would be SIGBUS) and
-//! mapped read-write; when a segment becomes inactive (roll, close) its files are trimmed to
+//! Entries are strictly increasing in both fields. The active segment's files are extended
+//! to `segment.index.bytes` (sparsely) and mapped read-write; blocks are allocated a chunk at
+//! a time by writing zeros with `pwrite` before the mapping is stored into, so that a full
+//! disk fails that `pwrite` (the entry is skipped) and never turns into a SIGBUS; when a segment becomes inactive (roll, close) its files are trimmed to
 //! the entries present. An untrimmed file therefore only ever belongs to the active segment,
 //! which recovery rebuilds anyway.
 
@@ -22,7 +22,9 @@ use std::sync::Arc;
 use memmap2::MmapMut;
 
 use crate::error::{IoContext, LogError};
-use crate::limits::{OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES, ZERO_FILL_CHUNK_BYTES};
+use crate::limits::{
+    INDEX_ALLOCATION_CHUNK_BYTES, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES,
+};
 
 /// A file of fixed-width entries, mapped in memory.
 pub(crate) struct MmapIndex {
@@ -32,7 +34,11 @@ pub(crate) struct MmapIndex {
     entry_bytes: usize,
     entries: usize,
     capacity_entries: usize,
+    /// Bytes of the file known to be backed by allocated blocks.
+    allocated_bytes: usize,
 }
+
+static ZEROS: [u8; INDEX_ALLOCATION_CHUNK_BYTES] = [0; INDEX_ALLOCATION_CHUNK_BYTES];
 
 impl MmapIndex {
     /// Opens an existing (trimmed) index file; entries = file length / entry size.
@@ -53,6 +59,7 @@ impl MmapIndex {
             entry_bytes,
             entries,
             capacity_entries: entries,
+            allocated_bytes: entries * entry_bytes,
         };
         if len % entry_bytes != 0 {
             idx.file
@@ -76,26 +83,22 @@ impl MmapIndex {
         Ok(())
     }
 
-    /// Grows the file (zero-filled) to `capacity_bytes` and maps it for appends.
+    /// Extends the file (sparsely) to `capacity_bytes` and maps it for appends. Blocks are
+    /// allocated by `push`, a chunk at a time, with `pwrite`, before the mapping touches them.
     fn activate(&mut self, capacity_bytes: u32) -> Result<(), LogError> {
         let capacity = (capacity_bytes as usize / self.entry_bytes)
             .max(self.entries)
             .max(1);
         self.mmap = None;
         let used = (self.entries * self.entry_bytes) as u64;
+        // Cut garbage past the entries (a crash leaves the old preallocation), then extend.
         self.file
             .set_len(used)
             .io_ctx("truncate index", &self.path)?;
-        let total = (capacity * self.entry_bytes) as u64;
-        let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
-        let mut at = used;
-        while at < total {
-            let n = ((total - at) as usize).min(zeros.len());
-            self.file
-                .write_all_at(&zeros[..n], at)
-                .io_ctx("preallocate index", &self.path)?;
-            at += n as u64;
-        }
+        self.file
+            .set_len((capacity * self.entry_bytes) as u64)
+            .io_ctx("extend index", &self.path)?;
+        self.allocated_bytes = used as usize;
         self.capacity_entries = capacity;
         self.remap()
     }
@@ -116,17 +119,34 @@ impl MmapIndex {
         &m[i * self.entry_bytes..(i + 1) * self.entry_bytes]
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    /// Appends an entry. Returns false, appending nothing, when the index is full or the
+    /// disk has no room for the next chunk (an index entry is only an optimisation: lookups
+    /// scan forward from the previous one).
+    fn push(&mut self, bytes: &[u8]) -> bool {
         assert_eq!(bytes.len(), self.entry_bytes);
-        assert!(
-            self.entries < self.capacity_entries,
-            "index {} is full",
-            self.path.display()
-        );
+        if self.entries >= self.capacity_entries {
+            return false;
+        }
         let at = self.entries * self.entry_bytes;
+        let end = at + bytes.len();
+        let capacity_bytes = self.capacity_entries * self.entry_bytes;
+        while end > self.allocated_bytes {
+            let n = INDEX_ALLOCATION_CHUNK_BYTES.min(capacity_bytes - self.allocated_bytes);
+            // Writing zeros allocates the blocks now, so that a full disk is an error here
+            // and never a SIGBUS when the mapping is stored into.
+            if let Err(e) = self
+                .file
+                .write_all_at(&ZEROS[..n], self.allocated_bytes as u64)
+            {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot grow index; entry skipped");
+                return false;
+            }
+            self.allocated_bytes += n;
+        }
         let m = self.mmap.as_mut().expect("an active index is mapped");
-        m[at..at + bytes.len()].copy_from_slice(bytes);
+        m[at..end].copy_from_slice(bytes);
         self.entries += 1;
+        true
     }
 
     fn is_full(&self) -> bool {
@@ -199,7 +219,7 @@ impl OffsetIndex {
         self.inner.len().checked_sub(1).map(|i| self.entry(i))
     }
 
-    pub(crate) fn push(&mut self, offset: i64, position: u32) {
+    pub(crate) fn push(&mut self, offset: i64, position: u32) -> bool {
         let rel = offset - self.base_offset;
         assert!((0..=u32::MAX as i64).contains(&rel));
         if let Some((last, last_pos)) = self.last() {
@@ -211,7 +231,7 @@ impl OffsetIndex {
         let mut e = [0u8; OFFSET_INDEX_ENTRY_BYTES];
         e[..4].copy_from_slice(&(rel as u32).to_be_bytes());
         e[4..].copy_from_slice(&position.to_be_bytes());
-        self.inner.push(&e);
+        self.inner.push(&e)
     }
 
     /// Position of the batch holding the largest indexed offset `<= target` (0 if none): a
@@ -281,16 +301,12 @@ impl TimeIndex {
                 return true;
             }
         }
-        if self.inner.is_full() {
-            return false;
-        }
         let rel = offset - self.base_offset;
         assert!((0..=u32::MAX as i64).contains(&rel));
         let mut e = [0u8; TIME_INDEX_ENTRY_BYTES];
         e[..8].copy_from_slice(&timestamp.to_be_bytes());
         e[8..].copy_from_slice(&(rel as u32).to_be_bytes());
-        self.inner.push(&e);
-        true
+        self.inner.push(&e)
     }
 
     /// The last entry with timestamp `< target`: every batch before that entry was written
@@ -331,6 +347,7 @@ mod tests {
         let mut idx = OffsetIndex::open(&p, 100).unwrap();
         idx.activate(80).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 80);
+        assert_eq!(idx.inner.allocated_bytes, 0, "sparse until entries arrive");
         for i in 0..5 {
             idx.push(100 + 10 * i + 9, 1000 * i as u32 + 500);
         }
@@ -359,6 +376,7 @@ mod tests {
         let mut idx = TimeIndex::open(&p, 0).unwrap();
         idx.activate(36).unwrap();
         assert!(idx.maybe_push(10, 0));
+        assert_eq!(idx.inner.allocated_bytes, 36);
         assert!(idx.maybe_push(10, 5)); // not larger: skipped
         assert!(idx.maybe_push(20, 7));
         assert!(idx.maybe_push(30, 9));

@@ -31,8 +31,10 @@ pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 /// enough to amortise syscalls, small enough to stay out of the way of the page cache.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
-/// Bytes written per `pwrite` when zero-filling a preallocated index file.
-pub const ZERO_FILL_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of an active index file allocated at a time (by writing zeros) ahead of the entries
+/// stored through the mapping: 8192 offset-index entries, about 32 MiB of log at the default
+/// `index.interval.bytes`.
+pub const INDEX_ALLOCATION_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Smallest batch possible: the 61-byte v2 header with zero records.
 pub const BATCH_BYTES_MIN: usize = crate::batch::BATCH_HEADER_LEN;

@@ -1177,34 +1177,47 @@ impl PartitionLog {
 
     fn roll_at(&mut self, base_offset: i64) -> Result<(), LogError> {
         assert!(base_offset >= self.log_end_offset);
-        let active = self.segments.last_mut().unwrap();
+        let active = self.segments.last().unwrap();
         if active.size == 0 && active.base_offset == base_offset {
             return Ok(());
         }
+        assert!(base_offset > active.base_offset);
+        // Create the new segment first: if that fails (disk full) nothing has changed.
+        let new = match LogSegment::create(&self.dir, base_offset, self.config.segment_index_bytes)
+        {
+            Ok(seg) => seg,
+            Err(e) => {
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = std::fs::remove_file(self.dir.join(file_name(base_offset, ext)));
+                }
+                return Err(e);
+            }
+        };
+        let active = self.segments.last_mut().unwrap();
         if active.size == 0 {
-            // An empty active segment would only leave a hole: replace it.
+            // An empty active segment would only leave a hole (a follower's offset gap).
             let old = self.segments.pop().unwrap();
             remove_segment_files(&old)?;
         } else {
-            active.seal()?;
-        }
-        match LogSegment::create(&self.dir, base_offset, self.config.segment_index_bytes) {
-            Ok(seg) => {
-                info!(segment = %seg.log_path.display(), "rolled new segment");
-                self.segments.push(seg);
-                Ok(())
+            if let Err(e) = active.seal() {
+                let _ = active.activate(self.config.segment_index_bytes);
+                remove_segment_files(&new)?;
+                return Err(e);
             }
-            Err(e) => {
-                // Keep a usable active segment (disk full while creating the new one).
-                let _ = std::fs::remove_file(self.dir.join(file_name(base_offset, "log")));
-                if self.segments.is_empty() {
-                    return Err(e);
+            if self.log_end_offset <= self.recovery_point {
+                // Fully flushed already, so no flush ticket will cover the trimmed index
+                // files: make them durable now (rare: a flush right before the roll).
+                for f in [
+                    active.offset_index.inner.file(),
+                    active.time_index.inner.file(),
+                ] {
+                    f.sync_data().io_ctx("fsync index", &active.log_path)?;
                 }
-                let last = self.segments.last_mut().unwrap();
-                last.activate(self.config.segment_index_bytes)?;
-                Err(e)
             }
         }
+        info!(segment = %new.log_path.display(), "rolled new segment");
+        self.segments.push(new);
+        Ok(())
     }
 
     /// The latest leader epoch recorded, if any.

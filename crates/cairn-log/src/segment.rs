@@ -166,6 +166,25 @@ impl LogSegment {
                 ));
             }
         }
+        // A crash can leave an untrimmed file whose tail is zeros: the last two entries then
+        // do not increase.
+        let n = self.offset_index.inner.len();
+        if n >= 2 {
+            let (a, b) = (
+                self.offset_index.entry(n - 2),
+                self.offset_index.entry(n - 1),
+            );
+            if !(a.0 < b.0 && a.1 < b.1) {
+                return Err(format!("offset index entries {a:?}, {b:?} do not increase"));
+            }
+        }
+        let n = self.time_index.inner.len();
+        if n >= 2 {
+            let (a, b) = (self.time_index.entry(n - 2), self.time_index.entry(n - 1));
+            if !(a.0 < b.0 && a.1 < b.1) {
+                return Err(format!("time index entries {a:?}, {b:?} do not increase"));
+            }
+        }
         if self.size > 0 && self.time_index.last().is_none() {
             // Every sealed segment with timestamps ends with a time-index entry; none means
             // the index files are missing (e.g. a crash during a cleaner swap).
@@ -249,9 +268,8 @@ impl LogSegment {
             self.offset_of_max_timestamp = h.base_offset;
         }
         if self.bytes_since_last_index_entry > index_interval_bytes as u64
-            && !self.offset_index.is_full()
+            && self.offset_index.push(h.last_offset(), pos as u32)
         {
-            self.offset_index.push(h.last_offset(), pos as u32);
             let _ = self
                 .time_index
                 .maybe_push(self.max_timestamp, self.offset_of_max_timestamp);

@@ -200,3 +200,81 @@ fn garbage_segment_files_do_not_panic_recovery() {
     append(&mut log, 1).unwrap();
     assert_eq!(log.log_end_offset(), 6);
 }
+
+fn segment_files(dir: &Path, base: i64) -> [PathBuf; 3] {
+    ["log", "index", "timeindex"].map(|ext| dir.join(format!("{base:020}.{ext}")))
+}
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        segment_index_bytes: 1024,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn missing_index_files_are_rebuilt_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), small(), 0).unwrap();
+    let mut batches = Vec::new();
+    for i in 0..40 {
+        let mut b = simple_batch(2, 100, 1_000 + i);
+        log.append_as_leader(&mut b, 0, 0).unwrap();
+        batches.push(b);
+    }
+    assert!(log.num_segments() >= 3);
+    log.close().unwrap();
+    // As after a crash in the middle of a cleaner swap: the first segment has no indexes.
+    let [_, index, timeindex] = segment_files(d.path(), 0);
+    std::fs::remove_file(&index).unwrap();
+    std::fs::remove_file(&timeindex).unwrap();
+    let log = PartitionLog::open(d.path(), small(), 0).unwrap();
+    assert!(std::fs::metadata(&timeindex).unwrap().len() > 0);
+    assert_eq!(read_all(&log), batches);
+    assert_eq!(
+        log.fetch_offset_by_timestamp(1_003)
+            .unwrap()
+            .map(|t| t.offset),
+        Some(6)
+    );
+}
+
+#[test]
+fn untrimmed_index_files_after_a_crash_are_rebuilt() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(d.path(), small(), 0).unwrap();
+    for i in 0..40 {
+        let mut b = simple_batch(2, 100, 1_000_000 + i);
+        log.append_as_leader(&mut b, 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    drop(log);
+    // The trim of a sealed segment's index files was lost: zeros follow the entries.
+    let [_, index, timeindex] = segment_files(d.path(), 0);
+    for (p, extra) in [(&index, 800u64), (&timeindex, 1200)] {
+        let len = std::fs::metadata(p).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(len + extra)
+            .unwrap();
+    }
+    // Pretend the recovery point was in the last segment so that segment 0 is only checked.
+    let mut log = PartitionLog::open(d.path(), small(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 80);
+    assert_eq!(
+        log.fetch_offset_by_timestamp(1_000_005)
+            .unwrap()
+            .map(|t| t.offset),
+        Some(10)
+    );
+    // A zero timestamp from the garbage would make time retention delete segment 0.
+    log.update_config(LogConfig {
+        retention_ms: 1000,
+        ..small()
+    });
+    assert_eq!(log.delete_old_segments(1_000_100).unwrap(), 0);
+}
