@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "run" => ensure(BUILD_NEEDS).and_then(|()| {
             let mut cmd = cargo();
-            cmd.args(["run", "--release", "-p", "cairn", "--", "serve"]).args(&rest);
+            cmd.args(["run", "--release", "-p", "cairn", "--", "serve"])
+                .args(&rest);
             status(cmd)
         }),
         "test" => ensure(BUILD_NEEDS)
@@ -34,7 +35,9 @@ fn main() -> ExitCode {
                 status(cmd)
             }),
         _ => {
-            eprintln!("usage: cargo xtask run [cairn serve flags] | cargo xtask test [cargo test args]");
+            eprintln!(
+                "usage: cargo xtask run [cairn serve flags] | cargo xtask test [cargo test args]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -52,7 +55,9 @@ fn cargo() -> Command {
 }
 
 fn status(mut cmd: Command) -> Result<(), String> {
-    let s = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let s = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if s.success() {
         Ok(())
     } else {
@@ -69,7 +74,11 @@ fn have(command: &str) -> bool {
 
 /// Installs the Debian packages of any missing command, with one apt-get update first.
 fn ensure(needs: &[(&str, &str)]) -> Result<(), String> {
-    let missing: Vec<&str> = needs.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -165,7 +165,10 @@ pub fn create_partitions(
 }
 
 /// The records that delete topic `name`.
-pub fn delete_topic(state: &ClusterState, name: &str) -> Result<Vec<MetadataRecord>, ControllerError> {
+pub fn delete_topic(
+    state: &ClusterState,
+    name: &str,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
     let topic = state
         .topic(name)
         .ok_or_else(|| ControllerError::UnknownTopic {

@@ -65,7 +65,9 @@ impl ClusterState {
     }
 
     pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&TopicInfo> {
-        self.names_by_id.get(&topic_id).and_then(|n| self.topics.get(n))
+        self.names_by_id
+            .get(&topic_id)
+            .and_then(|n| self.topics.get(n))
     }
 
     /// How many records have been applied: a version number for this state.
@@ -109,8 +111,14 @@ impl ClusterState {
                 partitions,
                 configs,
             } => {
-                assert!(!self.topics.contains_key(name), "topic {name} created twice");
-                assert!(!self.names_by_id.contains_key(topic_id), "topic id {topic_id} reused");
+                assert!(
+                    !self.topics.contains_key(name),
+                    "topic {name} created twice"
+                );
+                assert!(
+                    !self.names_by_id.contains_key(topic_id),
+                    "topic id {topic_id} reused"
+                );
                 for (i, p) in partitions.iter().enumerate() {
                     assert_eq!(p.partition as usize, i, "partitions of {name} out of order");
                 }
@@ -131,7 +139,11 @@ impl ClusterState {
             } => {
                 let topic = self.topic_mut(*topic_id);
                 for p in partitions {
-                    assert_eq!(p.partition as usize, topic.partitions.len(), "partition gap");
+                    assert_eq!(
+                        p.partition as usize,
+                        topic.partitions.len(),
+                        "partition gap"
+                    );
                     topic.partitions.push(p.clone());
                 }
             }
@@ -162,7 +174,9 @@ impl ClusterState {
             .names_by_id
             .get(&topic_id)
             .unwrap_or_else(|| panic!("record names unknown topic id {topic_id}"));
-        self.topics.get_mut(name).expect("names_by_id and topics agree")
+        self.topics
+            .get_mut(name)
+            .expect("names_by_id and topics agree")
     }
 }
 
@@ -202,7 +216,10 @@ mod tests {
         });
         let t = state.topic("orders").unwrap();
         assert_eq!(t.partitions.len(), 3);
-        assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(
+            t.configs.get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
         assert_eq!(state.topic_by_id(id).unwrap().name, "orders");
         state.apply(&MetadataRecord::DeleteTopic { topic_id: id });
         assert!(state.topic("orders").is_none());
