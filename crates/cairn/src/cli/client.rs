@@ -551,6 +551,68 @@ mod tests {
         );
     }
 
+    /// A broker too old for ApiVersions v3 answers UNSUPPORTED_VERSION in v0 (KIP-511);
+    /// the client retries at the highest version it lists and then uses its ranges.
+    #[tokio::test]
+    async fn api_versions_falls_back_for_an_old_broker() {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let ranges = vec![
+                ApiVersion::default()
+                    .with_api_key(18)
+                    .with_min_version(0)
+                    .with_max_version(2),
+                ApiVersion::default()
+                    .with_api_key(3)
+                    .with_min_version(0)
+                    .with_max_version(8),
+            ];
+            let mut seen_versions = Vec::new();
+            for answer in [ResponseError::UnsupportedVersion.code(), 0] {
+                let mut frame = read_frame(&mut socket).await.unwrap();
+                let header = RequestHeader::decode(&mut frame, 1).unwrap();
+                assert_eq!(header.request_api_key, 18);
+                seen_versions.push(header.request_api_version);
+                // UNSUPPORTED_VERSION is always encoded as v0; success at the asked version.
+                let body_version = if answer == 0 {
+                    header.request_api_version
+                } else {
+                    0
+                };
+                let response = ApiVersionsResponse::default()
+                    .with_error_code(answer)
+                    .with_api_keys(ranges.clone());
+                let mut out = BytesMut::new();
+                out.put_i32(0);
+                ResponseHeader::default()
+                    .with_correlation_id(header.correlation_id)
+                    .encode(&mut out, 0)
+                    .unwrap();
+                response.encode(&mut out, body_version).unwrap();
+                let size = (out.len() - 4) as i32;
+                out[..4].copy_from_slice(&size.to_be_bytes());
+                socket.write_all(&out).await.unwrap();
+            }
+            seen_versions
+        });
+        let connection = Connection::connect(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(broker.await.unwrap(), [3, 2]);
+        assert_eq!(connection.version::<MetadataRequest>().unwrap(), 8);
+        let error = connection
+            .version::<kafka_protocol::messages::FetchRequest>()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("does not serve the Fetch API"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn api_names() {
         assert_eq!(api_name(0), "Produce");

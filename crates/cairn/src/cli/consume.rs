@@ -5,7 +5,10 @@
 //! `kafka-console-consumer` does). Then one task per partition leader long-polls Fetch
 //! (sessionless: session id 0, epoch -1) for its partitions and sends decoded records
 //! over a bounded channel to the printer, which stops after `--max-messages`, after
-//! `--timeout-ms` without records, on Ctrl-C, or on the first error.
+//! `--timeout-ms` without records, on Ctrl-C, or on the first error. When a broker
+//! answers that it no longer leads a partition (NOT_LEADER_OR_FOLLOWER and friends), its
+//! task drops the partition and the printer looks up the new leader in Metadata and
+//! starts a task there at the same offset, at most [`LEADER_MOVES_MAX`] times.
 //!
 //! Fetch responses carry whole v2 record batches; a compressed batch may start before
 //! the offset asked for, so records below it are skipped, control records (transaction
@@ -104,6 +107,24 @@ struct Chunk {
     records: Vec<Record>,
 }
 
+/// What a fetch task reports to the printer.
+enum FetchEvent {
+    Records(Chunk),
+    /// The task's broker no longer leads `partition` (or cannot serve it right now);
+    /// the task dropped it, and the printer finds its new leader.
+    Moved {
+        partition: i32,
+        fetch_offset: i64,
+        error: ResponseError,
+    },
+    Failed(anyhow::Error),
+}
+
+/// Leader moves tolerated before giving up: bounds a flapping cluster's retries.
+const LEADER_MOVES_MAX: u32 = 50;
+/// Pause before looking up a moved partition's leader, so an election can finish.
+const LEADER_MOVE_BACKOFF: Duration = Duration::from_millis(500);
+
 /// Runs `cairn consume`.
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.request_timeout_ms);
@@ -129,31 +150,19 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         by_leader.entry(leader).or_default().push(partition);
     }
 
-    let (tx, mut rx) = mpsc::channel::<anyhow::Result<Chunk>>(CHUNK_CHANNEL_CAPACITY);
+    // The printer keeps a sender so that it can start fetchers for moved partitions.
+    let (tx, mut rx) = mpsc::channel::<FetchEvent>(CHUNK_CHANNEL_CAPACITY);
     // Dropping the set at return aborts the fetch tasks.
     let mut tasks = JoinSet::new();
     for (leader, partitions) in by_leader {
         let mut connection = cluster.open(leader).await?;
         let offsets = start_offsets(&mut connection, &args, &partitions).await?;
-        let fetcher = Fetcher {
-            connection,
-            topic: topic.clone(),
-            offsets: offsets
-                .into_iter()
-                .map(|(p, o)| (p, (o, PARTITION_MAX_BYTES_INITIAL)))
-                .collect(),
-        };
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            if let Err(e) = fetcher.run(&tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
+        spawn_fetcher(&mut tasks, &tx, connection, &topic, offsets);
     }
-    drop(tx);
 
     let idle = args.timeout_ms.map(Duration::from_millis);
     let mut printed: u64 = 0;
+    let mut leader_moves: u32 = 0;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let result: anyhow::Result<()> = async {
         if args.max_messages == Some(0) {
@@ -161,12 +170,39 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         loop {
             let next = tokio::select! {
-                chunk = rx.recv() => chunk,
+                event = rx.recv() => event,
                 _ = idle_timer(idle) => break,
                 _ = tokio::signal::ctrl_c() => break,
             };
-            let Some(chunk) = next else { break };
-            let chunk = chunk?;
+            let chunk = match next {
+                None => break,
+                Some(FetchEvent::Failed(e)) => return Err(e),
+                Some(FetchEvent::Records(chunk)) => chunk,
+                Some(FetchEvent::Moved {
+                    partition,
+                    fetch_offset,
+                    error,
+                }) => {
+                    leader_moves += 1;
+                    if leader_moves > LEADER_MOVES_MAX {
+                        bail!(
+                            "partition {partition}: {} (leaders moved {LEADER_MOVES_MAX} times; giving up)",
+                            explain(error.code(), None)
+                        );
+                    }
+                    tokio::time::sleep(LEADER_MOVE_BACKOFF).await;
+                    let topic = cluster.topic(&args.topic, false).await?;
+                    let leader = topic
+                        .partitions
+                        .iter()
+                        .find(|p| p.partition_index == partition)
+                        .map(|p| p.leader_id.0)
+                        .with_context(|| format!("partition {partition} is gone from topic '{}'", args.topic))?;
+                    let connection = cluster.open(leader).await?;
+                    spawn_fetcher(&mut tasks, &tx, connection, &topic, vec![(partition, fetch_offset)]);
+                    continue;
+                }
+            };
             for record in &chunk.records {
                 format_record(&mut out, &args, chunk.partition, record)?;
                 printed += 1;
@@ -201,6 +237,30 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     eprintln!("Processed a total of {printed} messages");
     tasks.abort_all();
     Ok(())
+}
+
+/// Starts a task fetching `offsets` (partition, next offset) from `connection`'s broker.
+fn spawn_fetcher(
+    tasks: &mut JoinSet<()>,
+    tx: &mpsc::Sender<FetchEvent>,
+    connection: Connection,
+    topic: &MetadataResponseTopic,
+    offsets: Vec<(i32, i64)>,
+) {
+    let fetcher = Fetcher {
+        connection,
+        topic: topic.clone(),
+        offsets: offsets
+            .into_iter()
+            .map(|(p, o)| (p, (o, PARTITION_MAX_BYTES_INITIAL)))
+            .collect(),
+    };
+    let tx = tx.clone();
+    tasks.spawn(async move {
+        if let Err(e) = fetcher.run(&tx).await {
+            let _ = tx.send(FetchEvent::Failed(e)).await;
+        }
+    });
 }
 
 async fn idle_timer(idle: Option<Duration>) {
@@ -271,7 +331,8 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    async fn run(mut self, tx: &mpsc::Sender<anyhow::Result<Chunk>>) -> anyhow::Result<()> {
+    /// Fetches until the printer is gone or this broker leads none of our partitions.
+    async fn run(mut self, tx: &mpsc::Sender<FetchEvent>) -> anyhow::Result<()> {
         // Fetch v13+ names topics by id; without an id from Metadata, stay at v12.
         let cap = if self.topic.topic_id.is_nil() {
             12
@@ -285,7 +346,7 @@ impl Fetcher {
             .as_ref()
             .map(|n| n.0.to_string())
             .unwrap_or_default();
-        loop {
+        while !self.offsets.is_empty() {
             let mut fetch_topic = FetchTopic::default().with_partitions(
                 self.offsets
                     .iter()
@@ -330,6 +391,18 @@ impl Fetcher {
                         data.log_start_offset,
                         data.high_watermark
                     ),
+                    Some(error) if leader_moved(error) => {
+                        self.offsets.remove(&partition);
+                        let moved = FetchEvent::Moved {
+                            partition,
+                            fetch_offset,
+                            error,
+                        };
+                        if tx.send(moved).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     Some(error) => bail!("partition {partition}: {}", explain(error.code(), None)),
                 }
                 let records = data.records.unwrap_or_default();
@@ -354,7 +427,7 @@ impl Fetcher {
                 }
                 if !decoded.records.is_empty()
                     && tx
-                        .send(Ok(Chunk {
+                        .send(FetchEvent::Records(Chunk {
                             partition,
                             records: decoded.records,
                         }))
@@ -365,7 +438,23 @@ impl Fetcher {
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// Partition errors after which another broker (or this one, a moment later) serves
+/// the partition: look its leader up again instead of failing.
+fn leader_moved(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::NotLeaderOrFollower
+            | ResponseError::LeaderNotAvailable
+            | ResponseError::FencedLeaderEpoch
+            | ResponseError::UnknownLeaderEpoch
+            | ResponseError::ReplicaNotAvailable
+            | ResponseError::KafkaStorageError
+            | ResponseError::OffsetNotAvailable
+    )
 }
 
 /// Records decoded from one partition's fetched bytes.

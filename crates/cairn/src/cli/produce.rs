@@ -139,7 +139,7 @@ pub const PRODUCE_ATTEMPTS_MAX: u32 = 5;
 const PRODUCE_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Lines buffered between the stdin thread and the sender: bounds memory when the
 /// broker is slower than the input.
-const LINE_CHANNEL_CAPACITY: usize = 10_000;
+const LINE_CHANNEL_CAPACITY: usize = 1024;
 /// Bytes a record costs beyond its key, value and headers, for `--batch-max-bytes`: at
 /// most 5 (length) + 1 (attributes) + 10 (timestamp delta) + 5 (offset delta) + 5 + 5
 /// (key and value lengths) + 5 (header count) = 36; each header's two lengths are
