@@ -220,12 +220,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     .await;
     let flushed = out.flush();
     // A closed stdout (`| head`) is how a reader says "enough": not an error.
-    let broken_pipe = |e: &anyhow::Error| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    };
     match result {
-        Err(e) if broken_pipe(&e) => return Ok(()),
+        Err(e) if super::is_broken_pipe(&e) => return Ok(()),
         Err(e) => return Err(e),
         Ok(()) => {}
     }
@@ -300,6 +296,9 @@ async fn start_offsets(
     ]);
     // -1: a consumer, not a follower replica (the crate's default is broker 0).
     request.replica_id = (-1).into();
+    // v10+: how long the broker may spend on the lookup (tiered storage), as Kafka's
+    // consumer sets it; ignored by older versions.
+    request.timeout_ms = i32::try_from(args.request_timeout_ms).unwrap_or(i32::MAX);
     let response = connection.send(&request).await?;
     let mut offsets = Vec::new();
     for &partition in partitions {
@@ -413,7 +412,9 @@ impl Fetcher {
                     .with_context(|| format!("partition {partition} at offset {fetch_offset}"))?;
                 match decoded.next_offset {
                     Some(next) => {
-                        self.offsets.insert(partition, (next, max_bytes));
+                        // Never move backwards, whatever the broker sent.
+                        self.offsets
+                            .insert(partition, (next.max(fetch_offset), max_bytes));
                     }
                     None if max_bytes < PARTITION_MAX_BYTES_LIMIT => {
                         // The first batch alone is larger than we asked for.

@@ -14,6 +14,15 @@
 //! `main.rs` calls [`topic`], [`produce`] and [`consume`] on its tokio runtime, one
 //! command per process; nothing here keeps state across runs.
 
+/// `println!` that returns the write error instead of panicking, so that a closed
+/// stdout (`cairn topic list | head`) ends the command quietly (see [`is_broken_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod client;
 mod consume;
 mod partitioner;
@@ -22,7 +31,25 @@ mod topic;
 
 pub use consume::{ConsumeArgs, consume};
 pub use produce::{ProduceArgs, produce};
-pub use topic::{TopicArgs, topic};
+pub use topic::TopicArgs;
+
+/// Runs `cairn topic ...`.
+pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
+    match topic::topic(args).await {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        result => result,
+    }
+}
+
+/// Whether `e` is a write to a stdout whose reader went away (`| head`): the reader
+/// has what it wanted, so it is not a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// Parses `key=value` (for `--config` and `--header`); the key must not be empty, the
 /// value may be, and may itself contain `=`.

@@ -186,7 +186,7 @@ async fn create_topic(cluster: &mut Cluster, args: CreateArgs) -> anyhow::Result
                 continue;
             }
             Some(ResponseError::TopicAlreadyExists) if args.if_not_exists => {
-                println!("topic '{}' already exists", args.name);
+                outln!("topic '{}' already exists", args.name)?;
                 return Ok(());
             }
             Some(error) => bail!(
@@ -202,12 +202,14 @@ async fn create_topic(cluster: &mut Cluster, args: CreateArgs) -> anyhow::Result
         };
         // v5+ report what the broker chose; before that we only know what we asked for.
         if version >= 5 && result.num_partitions > 0 {
-            println!(
+            outln!(
                 "{verb} topic '{}' with {} partition(s), replication factor {}",
-                args.name, result.num_partitions, result.replication_factor
-            );
+                args.name,
+                result.num_partitions,
+                result.replication_factor
+            )?;
         } else {
-            println!("{verb} topic '{}'", args.name);
+            outln!("{verb} topic '{}'", args.name)?;
         }
         return Ok(());
     }
@@ -223,7 +225,7 @@ async fn list_topics(cluster: &mut Cluster, args: ListArgs) -> anyhow::Result<()
         .collect();
     names.sort();
     for name in names {
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(())
 }
@@ -279,10 +281,10 @@ async fn describe_topics(cluster: &mut Cluster, args: DescribeArgs) -> anyhow::R
         } else {
             format!("\tTopicId: {}", topic.topic_id)
         };
-        println!(
+        outln!(
             "Topic: {name}{id}\tPartitionCount: {}\tReplicationFactor: {replication_factor}\tConfigs: {overrides}",
             partitions.len()
-        );
+        )?;
         for p in &partitions {
             let leader = if p.leader_id.0 < 0 {
                 "none".to_owned()
@@ -301,18 +303,18 @@ async fn describe_topics(cluster: &mut Cluster, args: DescribeArgs) -> anyhow::R
             if let Some(error) = ResponseError::try_from_code(p.error_code) {
                 line.push_str(&format!("\tError: {}", explain(error.code(), None)));
             }
-            println!("{line}");
+            outln!("{line}")?;
         }
         if args.all_configs {
             if let Some(Ok(list)) = topic_configs {
                 let mut list = list.clone();
                 list.sort_by(|a, b| a.name.cmp(&b.name));
                 for config in &list {
-                    println!(
+                    outln!(
                         "\tConfig: {}\t({})",
                         config_text(config),
                         config_source_name(config.config_source)
-                    );
+                    )?;
                 }
             }
         }
@@ -430,9 +432,9 @@ async fn delete_topics(cluster: &mut Cluster, args: DeleteArgs) -> anyhow::Resul
                 continue;
             };
             match ResponseError::try_from_code(result.error_code) {
-                None => println!("deleted topic '{name}'"),
+                None => outln!("deleted topic '{name}'")?,
                 Some(ResponseError::UnknownTopicOrPartition) if args.if_exists => {
-                    println!("topic '{name}' does not exist")
+                    outln!("topic '{name}' does not exist")?
                 }
                 Some(error) => {
                     eprintln!(
