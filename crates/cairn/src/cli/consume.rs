@@ -39,8 +39,11 @@ use tokio::task::JoinSet;
 use super::client::Cluster;
 use super::client::{Connection, explain, topic_name};
 
-/// `cairn consume TOPIC ...`
+/// Print records of a topic as lines.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  cairn consume numbers --from-beginning --timeout-ms 1000
+  cairn consume greetings --from-beginning --print-key -K ' => ' -n 2")]
 pub struct ConsumeArgs {
     /// Bootstrap broker host:port.
     #[arg(short, long, default_value = "127.0.0.1:9092", env = "CAIRN_BOOTSTRAP")]

@@ -40,8 +40,11 @@ use super::client::{Cluster, explain, topic_name};
 use super::parse_key_value;
 use super::partitioner::partition_for_key;
 
-/// `cairn produce TOPIC ...`
+/// Produce lines from standard input as records.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  seq 1 1000 | cairn produce numbers
+  printf 'user-1:hello\\nuser-2:bye\\n' | cairn produce greetings -K : -H source=cli -z zstd")]
 pub struct ProduceArgs {
     /// Bootstrap broker host:port.
     #[arg(short, long, default_value = "127.0.0.1:9092", env = "CAIRN_BOOTSTRAP")]

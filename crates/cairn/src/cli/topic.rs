@@ -23,8 +23,12 @@ use kafka_protocol::protocol::StrBytes;
 use super::client::{Cluster, Connection, explain, topic_name};
 use super::parse_key_value;
 
-/// `cairn topic ...`
+/// Create, list, describe and delete topics on any Kafka-compatible broker.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  cairn topic create orders --partitions 3 --config retention.ms=86400000
+  cairn topic describe orders
+  cairn topic delete orders")]
 pub struct TopicArgs {
     /// Bootstrap broker host:port.
     #[arg(
