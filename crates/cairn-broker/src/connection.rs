@@ -47,6 +47,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, "connection opened");
+    metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED).increment(1);
+    let open = metrics::gauge!(crate::metrics::CONNECTIONS);
+    open.increment(1.0);
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut inflight = FuturesOrdered::new();
@@ -84,9 +87,14 @@ pub async fn serve(
             _ = shutdown.changed() => break Ok(()),
         }
     };
+    open.decrement(1.0);
     match outcome {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(reason) => tracing::warn!(%peer, "closing connection: {reason}"),
+        Err(reason) => {
+            metrics::counter!(crate::metrics::REQUEST_ERRORS, "reason" => error_reason(&reason))
+                .increment(1);
+            tracing::warn!(%peer, "closing connection: {reason}");
+        }
     }
 }
 
@@ -97,7 +105,13 @@ fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
         let correlation_id = ctx.correlation_id;
         let api_key = ctx.api_key;
         let version = ctx.version;
-        let response = handlers::dispatch(ctx, request).await?;
+        let started = std::time::Instant::now();
+        let api = crate::metrics::api_label(api_key);
+        let response = handlers::dispatch(ctx, request).await;
+        metrics::counter!(crate::metrics::REQUESTS, "api" => api).increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_DURATION, "api" => api)
+            .record(started.elapsed().as_secs_f64());
+        let response = response?;
         match encode_response(api_key, version, correlation_id, &response) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
@@ -107,6 +121,22 @@ fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
             }
         }
     })
+}
+
+/// A low-cardinality label for why a connection was closed.
+fn error_reason(reason: &str) -> &'static str {
+    if reason.starts_with("read failed")
+        || reason.starts_with("write failed")
+        || reason.starts_with("peer closed")
+    {
+        "io"
+    } else if reason.starts_with("request size") {
+        "oversized"
+    } else if reason.starts_with("unknown API key") || reason.contains("not supported") {
+        "unsupported"
+    } else {
+        "malformed"
+    }
 }
 
 /// A decoded request frame.

@@ -79,7 +79,9 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
             .into_iter()
             .filter_map(|p| p.begin_flush().map(|t| (p, t)))
             .collect();
+        metrics::histogram!(crate::metrics::GROUP_COMMIT_REQUESTS).record(group.len() as f64);
         let synced = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             for (partition, ticket) in &tickets {
                 if let Err(e) = ticket.sync() {
                     let msg = format!(
@@ -89,6 +91,8 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
                     return Err(msg);
                 }
             }
+            metrics::histogram!(crate::metrics::FSYNC_DURATION)
+                .record(started.elapsed().as_secs_f64());
             Ok(tickets)
         })
         .await;

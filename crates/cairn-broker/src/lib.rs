@@ -31,6 +31,7 @@ pub mod errors;
 pub mod group_commit;
 pub mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod replica_manager;
 pub mod server;
 

@@ -68,9 +68,12 @@ struct ServeArgs {
     /// Raft voters `id@host:port,...`: reserved for the metadata quorum, not implemented yet.
     #[arg(long, env = "CAIRN_VOTERS")]
     voters: Option<String>,
-    /// Prometheus listener: reserved for the metrics issue, not implemented yet [default: off].
+    /// HTTP listener for Prometheus `/metrics`, `/health` and `/ready` [default: off].
     #[arg(long, env = "CAIRN_METRICS_LISTEN")]
-    metrics_listen: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    /// Log format: `text` (human) or `json` (one object per line) [default: text].
+    #[arg(long, env = "CAIRN_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     /// A Kafka property, `key=value`, repeatable: broker settings (num.partitions,
     /// default.replication.factor, auto.create.topics.enable, socket.request.max.bytes,
     /// log.retention.check.interval.ms) or topic defaults (retention.ms, segment.bytes, ...).
@@ -93,19 +96,33 @@ struct ConfigFile {
     node_id: Option<i32>,
     controller_listen: Option<String>,
     voters: Option<String>,
-    metrics_listen: Option<String>,
+    metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     properties: BTreeMap<String, toml::Value>,
 }
 
+/// How log lines are written.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let json = matches!(&cli.command, Some(Command::Serve(a)) if a.log_format == Some(LogFormat::Json))
+        || std::env::var("CAIRN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -128,7 +145,13 @@ const BROKER_PROPERTIES: &[&str] = &[
     "log.retention.check.interval.ms",
 ];
 
-fn broker_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
+/// What `cairn serve` runs: the broker's settings and the metrics listener, if any.
+struct ServeConfig {
+    broker: BrokerConfig,
+    metrics_listen: Option<SocketAddr>,
+}
+
+fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -145,9 +168,7 @@ fn broker_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
             "--controller-listen and --voters belong to the multi-node metadata quorum, which is not implemented yet; run without them for a single node"
         );
     }
-    if args.metrics_listen.or(file.metrics_listen).is_some() {
-        bail!("--metrics-listen: the Prometheus exporter is not implemented yet; run without it");
-    }
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let listen = args
         .listen
         .or(file.listen)
@@ -204,12 +225,24 @@ fn broker_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         }
     }
     config.base_log_config().context("invalid topic defaults")?;
-    Ok(config)
+    Ok(ServeConfig {
+        broker: config,
+        metrics_listen,
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = broker_config(args)?;
-    let handle = Broker::start(config).await?;
+    let config = serve_config(args)?;
+    // The metrics listener comes up first, so /health answers during a long log recovery
+    // and /ready says when it is over.
+    let broker_slot = cairn_broker::metrics::BrokerSlot::default();
+    if let Some(addr) = config.metrics_listen {
+        let handle = cairn_broker::metrics::install()?;
+        let local = cairn_broker::metrics::serve_http(addr, handle, broker_slot.clone()).await?;
+        tracing::info!(listen = %local, "metrics, health and readiness on http://{local}/metrics, /health, /ready");
+    }
+    let handle = Broker::start(config.broker).await?;
+    let _ = broker_slot.set(handle.broker().clone());
     shutdown_signal().await;
     tracing::info!("shutting down: flushing logs");
     handle.shutdown().await;

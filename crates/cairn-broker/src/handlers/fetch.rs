@@ -50,6 +50,17 @@ pub async fn handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse
         let (responses, bytes, errors) = read_all(&ctx, &request, &mut receivers);
         if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline || receivers.is_empty()
         {
+            for topic in &responses {
+                let sent: usize = topic
+                    .partitions
+                    .iter()
+                    .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+                    .sum();
+                if sent > 0 {
+                    metrics::counter!(crate::metrics::BYTES_OUT, "topic" => topic_label(&ctx, topic))
+                        .increment(sent as u64);
+                }
+            }
             return FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);
@@ -58,10 +69,27 @@ pub async fn handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse
             .iter_mut()
             .map(|rx: &mut watch::Receiver<i64>| rx.changed())
             .collect();
+        let parked = metrics::gauge!(crate::metrics::FETCH_PURGATORY);
+        parked.increment(1.0);
         tokio::select! {
             _ = changes.next() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
+        parked.decrement(1.0);
+    }
+}
+
+/// The topic's name for metrics labels (v13+ responses carry only the topic id).
+fn topic_label(ctx: &RequestContext, topic: &FetchableTopicResponse) -> String {
+    if ctx.version >= 13 {
+        ctx.broker
+            .metadata
+            .state()
+            .topic_by_id(topic.topic_id)
+            .map(|t| t.name.clone())
+            .unwrap_or_default()
+    } else {
+        topic.topic.to_string()
     }
 }
 

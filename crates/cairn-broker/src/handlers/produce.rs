@@ -72,7 +72,10 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                 }
             };
             partition_responses.push(match outcome {
-                Ok(((base_offset, log_append_time_ms, log_start_offset), partition)) => {
+                Ok(((base_offset, log_append_time_ms, log_start_offset, records, bytes), partition)) => {
+                    let topic_label = [("topic", partition.topic.clone())];
+                    metrics::counter!(crate::metrics::RECORDS_IN, &topic_label).increment(records);
+                    metrics::counter!(crate::metrics::BYTES_IN, &topic_label).increment(bytes);
                     appended.push((responses.len(), partition_responses.len(), partition));
                     response
                         .with_base_offset(base_offset)
@@ -80,6 +83,7 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                         .with_log_start_offset(log_start_offset)
                 }
                 Err((code, msg)) => {
+                    metrics::counter!(crate::metrics::PARTITION_ERRORS, "api" => "Produce", "error" => format!("{code:?}")).increment(1);
                     tracing::debug!(peer = %ctx.peer, topic = ?name, partition = p.index, error = ?code, "produce refused: {msg}");
                     response
                         .with_error_code(code.code())
@@ -115,7 +119,11 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     if !waits.is_empty() {
         let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
         let all = futures_util::future::join_all(waits);
-        let results = match tokio::time::timeout(timeout, all).await {
+        let parked = metrics::gauge!(crate::metrics::PRODUCE_PURGATORY);
+        parked.increment(1.0);
+        let outcome = tokio::time::timeout(timeout, all).await;
+        parked.decrement(1.0);
+        let results = match outcome {
             Ok(results) => results
                 .into_iter()
                 .map(|(t, p, r)| {
@@ -158,13 +166,16 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// Validates and appends one partition's batches; returns (base offset, log append time,
-/// log start offset).
+/// What one partition's append produced: base offset, log append time, log start offset,
+/// records and bytes appended.
+type Appended = (i64, i64, i64, u64, u64);
+
+/// Validates and appends one partition's batches.
 fn append(
     partition: &Partition,
     records: Option<Bytes>,
     now_ms: i64,
-) -> Result<(i64, i64, i64), (ResponseError, String)> {
+) -> Result<Appended, (ResponseError, String)> {
     let Some(records) = records else {
         return Err((
             ResponseError::CorruptMessage,
@@ -189,5 +200,7 @@ fn append(
         info.base_offset,
         info.log_append_time_ms,
         partition.log_start_offset(),
+        u64::from(info.records_count),
+        info.bytes as u64,
     ))
 }
