@@ -116,7 +116,11 @@ fn confluent_kafka() {
 #[test]
 fn kafkajs() {
     require_node_modules();
-    run_script("node", "tests/js/kafkajs_client.js", &["--skip", "list-offsets"]);
+    run_script(
+        "node",
+        "tests/js/kafkajs_client.js",
+        &["--skip", "list-offsets"],
+    );
 }
 
 #[test]
