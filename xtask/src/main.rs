@@ -3,18 +3,28 @@
 //! `cargo xtask run [ARGS]` installs what building needs when missing, then runs the
 //! broker in release mode (`cairn serve ARGS`, data under `./data`, Kafka on
 //! 127.0.0.1:9092). `cargo xtask test [ARGS]` installs what the tests need (kcat, the
-//! build tools of librdkafka) when missing, then runs `cargo test --workspace ARGS`.
+//! build tools of librdkafka, the Python and JavaScript Kafka clients of
+//! `tests/other_clients.rs`) when missing, then runs `cargo test --workspace ARGS`.
 //!
 //! Packages come from Debian's archive through apt-get, and only when a command is
-//! missing, so on a machine that has them both tasks go straight to cargo. Never edits
-//! anything but the system's packages.
+//! missing, so on a machine that has them both tasks go straight to cargo. The Python
+//! clients come from PyPI through pip, at the versions in [`PIP_REQUIRED`] and
+//! [`PIP_CODECS`], when importing them fails or finds another version; kafkajs comes
+//! from npm through `npm ci` in `tests/js` (its package-lock.json) when
+//! `tests/js/node_modules` lacks it. Never edits anything but the system's packages, the
+//! Python environment's site-packages and `tests/js/node_modules`.
 
 use std::process::{Command, ExitCode};
 
 /// Commands the build needs, with the Debian package that provides each.
 const BUILD_NEEDS: &[(&str, &str)] = &[("cc", "gcc"), ("make", "make"), ("perl", "perl")];
 /// Commands the tests need on top of the build's.
-const TEST_NEEDS: &[(&str, &str)] = &[("kcat", "kcat"), ("python3", "python3")];
+const TEST_NEEDS: &[(&str, &str)] = &[
+    ("kcat", "kcat"),
+    ("python3", "python3"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+];
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -29,6 +39,9 @@ fn main() -> ExitCode {
         }),
         "test" => ensure(BUILD_NEEDS)
             .and_then(|()| ensure(TEST_NEEDS))
+            .and_then(|()| ensure_pip(PIP_REQUIRED, true))
+            .and_then(|()| ensure_pip(PIP_CODECS, false))
+            .and_then(|()| ensure_npm())
             .and_then(|()| {
                 let mut cmd = cargo();
                 cmd.args(["test", "--workspace"]).args(&rest);
@@ -107,4 +120,102 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Python packages the client tests need: (pip requirement, module to import). Pinned to
+/// the versions the tests were written against; each installs from a wheel, so no C
+/// build is needed (confluent-kafka's wheel bundles librdkafka).
+const PIP_REQUIRED: &[(&str, &str)] = &[
+    ("kafka-python==3.0.12", "kafka"),
+    ("confluent-kafka==2.16.1", "confluent_kafka"),
+];
+/// kafka-python's compression codecs (gzip is built in). Wheels only: where one has no
+/// wheel for this machine it is left out and the test skips that codec, saying so.
+const PIP_CODECS: &[(&str, &str)] = &[
+    ("python-snappy==0.7.3", "snappy"),
+    ("lz4==4.4.5", "lz4"),
+    ("zstandard==0.25.0", "zstandard"),
+];
+
+/// Whether `python3` imports `module` and has `requirement`'s exact version installed.
+fn have_python_package(requirement: &str, module: &str) -> bool {
+    let (name, version) = requirement.split_once("==").unwrap_or((requirement, ""));
+    let probe = format!(
+        "import importlib.metadata as m, {module}\n\
+         assert m.version({name:?}) == {version:?} or not {version:?}"
+    );
+    Command::new("python3")
+        .args(["-c", &probe])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the missing or mismatched packages of `packages` with pip (wheels only). A
+/// Python that refuses pip installs as externally managed (PEP 668) gets them with
+/// `--break-system-packages`. Failing is an error when `required`, a warning otherwise.
+fn ensure_pip(packages: &[(&str, &str)], required: bool) -> Result<(), String> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(requirement, module)| !have_python_package(requirement, module))
+        .map(|(requirement, _)| *requirement)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !have_python_package("pip", "pip") {
+        ensure(&[("pip3", "python3-pip")])?;
+    }
+    eprintln!("xtask: pip installing {}", missing.join(" "));
+    let pip = |extra: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "pip", "install", "--quiet", "--only-binary", ":all:"])
+            .args(extra)
+            .args(&missing);
+        cmd.output()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))
+            .map(|o| {
+                (
+                    o.status.success(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                )
+            })
+    };
+    let (mut ok, mut stderr) = pip(&[])?;
+    if !ok && stderr.contains("externally-managed-environment") {
+        eprintln!(
+            "xtask: this Python is externally managed; retrying with --break-system-packages"
+        );
+        (ok, stderr) = pip(&["--break-system-packages"])?;
+    }
+    if ok {
+        return Ok(());
+    }
+    eprint!("{stderr}");
+    let message = format!("pip could not install {}", missing.join(" "));
+    if required {
+        Err(message)
+    } else {
+        eprintln!("xtask: {message}; the tests skip what needs them");
+        Ok(())
+    }
+}
+
+/// `npm ci` in tests/js when its node_modules lacks a package of package.json.
+fn ensure_npm() -> Result<(), String> {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/js");
+    let present = ["kafkajs", "kafkajs-snappy"].iter().all(|p| {
+        js.join("node_modules")
+            .join(p)
+            .join("package.json")
+            .is_file()
+    });
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: npm ci in {}", js.display());
+    let mut cmd = Command::new("npm");
+    cmd.args(["ci", "--no-audit", "--no-fund"]).current_dir(&js);
+    status(cmd)
 }
