@@ -1,0 +1,2 @@
+//! Placeholder while the load tool is written.
+fn main() {}
