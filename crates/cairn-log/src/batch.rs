@@ -165,9 +165,10 @@ impl BatchHeader {
             )));
         }
         if h.base_offset
-            .checked_add(h.last_offset_delta as i64)
+            .checked_add(h.last_offset_delta as i64 + 1)
             .is_none()
         {
+            // The offset after the batch (the next log end offset) must exist too.
             return Err(LogError::corrupt("last offset overflows i64"));
         }
         Ok(h)

@@ -74,6 +74,50 @@
 //! Record batch magic v0/v1 is rejected with [`LogError::UnsupportedMagic`] (all clients
 //! since Kafka 0.11 send v2).
 //!
+//! ## Durability protocol (group commit)
+//!
+//! `begin_flush` (cheap, under the caller's lock) returns a [`FlushTicket`] holding `Arc<File>`
+//! handles of every file with bytes not yet known durable: the `.log` of each segment with
+//! data at or after the recovery point, the (trimmed) index files of such segments that were
+//! rolled, and the directory when segments were created since. `FlushTicket::sync`
+//! fdatasyncs them without the lock; `complete_flush_ticket` / `complete_flush` then advance
+//! the recovery point. Tickets taken before a truncation are ignored by
+//! `complete_flush_ticket`. The persisted recovery point (a checkpoint) is rewritten only when
+//! the recovery point enters a new segment, at truncation and at close — never on the hot
+//! path; a stale persisted value only makes crash recovery scan more.
+//!
+//! ## Append validation (no decompression)
+//!
+//! Each batch of a produce request: magic 2, `batch_length` consistent with the buffer,
+//! CRC-32C of bytes 21.., `records_count >= 1` and `last_offset_delta == records_count - 1`,
+//! for uncompressed batches the record count by walking the record length prefixes,
+//! `max_timestamp >= base_timestamp`, size `<= max.message.bytes`, the whole request
+//! `<= segment.bytes`. Only on compacted topics are records decoded (decompressed), to reject
+//! keyless records with `InvalidRecord`. Nothing is written unless every batch passes.
+//! Follower appends check the same framing and CRC and that offsets increase from the log end.
+//!
+//! ## Compaction
+//!
+//! See [`cleaner`]: closed segments only, last record per key kept, tombstones dropped after
+//! `delete.retention.ms` (by record timestamp), offsets unchanged, batches re-encoded with
+//! their own codec only when something inside them goes, and a three-phase API
+//! (`prepare_clean` / `CleanTask::run` / `finish_clean`) so that the heavy part runs without
+//! the log's lock.
+//!
+//! ## Resources
+//!
+//! Every bound is in [`limits`]. Each segment keeps three file descriptors (`.log`,
+//! `.index`, `.timeindex`) and two mappings; with the default 1 GiB segments that is three
+//! descriptors per GiB of retained log. Reads copy whole batches into a fresh buffer with one
+//! `pread` (plus one 61-byte header read to find the start) and verify their CRCs before
+//! returning them. Active index files are extended sparsely and allocated 64 KiB at a time.
+//!
+//! ## Not done yet
+//!
+//! Lazily opened / idle-closed descriptors of old segments, producer-state snapshots
+//! (idempotence), a transaction index (aborted transactions survive compaction), and the
+//! per-batch delete horizon of KIP-534 (tombstone expiry uses record timestamps instead).
+//!
 //! ## Example
 //!
 //! ```
