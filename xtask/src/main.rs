@@ -39,8 +39,7 @@ fn main() -> ExitCode {
         }),
         "test" => ensure(BUILD_NEEDS)
             .and_then(|()| ensure(TEST_NEEDS))
-            .and_then(|()| ensure_pip(PIP_REQUIRED, true))
-            .and_then(|()| ensure_pip(PIP_CODECS, false))
+            .and_then(|()| ensure_pip())
             .and_then(|()| ensure_npm())
             .and_then(|()| {
                 let mut cmd = cargo();
@@ -137,42 +136,56 @@ const PIP_CODECS: &[(&str, &str)] = &[
     ("zstandard==0.25.0", "zstandard"),
 ];
 
-/// Whether `python3` imports `module` and has `requirement`'s exact version installed.
-fn have_python_package(requirement: &str, module: &str) -> bool {
-    let (name, version) = requirement.split_once("==").unwrap_or((requirement, ""));
-    let probe = format!(
-        "import importlib.metadata as m, {module}\n\
-         assert m.version({name:?}) == {version:?} or not {version:?}"
-    );
-    Command::new("python3")
+/// The requirements of `packages` that `python3` cannot import at exactly their pinned
+/// version, found with one interpreter start (which costs more than the probes).
+fn missing_python_packages<'a>(packages: &[(&'a str, &str)]) -> Vec<&'a str> {
+    let mut probe = String::from("import importlib, importlib.metadata as m\n");
+    for (requirement, module) in packages {
+        let (name, version) = requirement.split_once("==").unwrap_or((requirement, ""));
+        probe.push_str(&format!(
+            "try:\n    importlib.import_module({module:?})\n    \
+             assert not {version:?} or m.version({name:?}) == {version:?}\n\
+             except Exception:\n    print({requirement:?})\n"
+        ));
+    }
+    match Command::new("python3")
         .args(["-c", &probe])
-        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            packages
+                .iter()
+                .map(|(requirement, _)| *requirement)
+                .filter(|r| out.lines().any(|l| l == *r))
+                .collect()
+        }
+        _ => packages
+            .iter()
+            .map(|(requirement, _)| *requirement)
+            .collect(),
+    }
 }
 
-/// Installs the missing or mismatched packages of `packages` with pip (wheels only). A
-/// Python that refuses pip installs as externally managed (PEP 668) gets them with
-/// `--break-system-packages`. Failing is an error when `required`, a warning otherwise.
-fn ensure_pip(packages: &[(&str, &str)], required: bool) -> Result<(), String> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(requirement, module)| !have_python_package(requirement, module))
-        .map(|(requirement, _)| *requirement)
-        .collect();
+/// Installs the missing or mismatched packages of [`PIP_REQUIRED`] and [`PIP_CODECS`]
+/// with pip, from wheels only. A Python that refuses pip installs as externally managed
+/// (PEP 668) gets them with `--break-system-packages`. Failing to install a required
+/// package is an error; a codec, a warning.
+fn ensure_pip() -> Result<(), String> {
+    let all: Vec<(&str, &str)> = PIP_REQUIRED.iter().chain(PIP_CODECS).copied().collect();
+    let missing = missing_python_packages(&all);
     if missing.is_empty() {
         return Ok(());
     }
-    if !have_python_package("pip", "pip") {
+    if !missing_python_packages(&[("pip", "pip")]).is_empty() {
         ensure(&[("pip3", "python3-pip")])?;
     }
-    eprintln!("xtask: pip installing {}", missing.join(" "));
-    let pip = |extra: &[&str]| {
+    let pip = |packages: &[&str], extra: &[&str]| {
         let mut cmd = Command::new("python3");
         cmd.args(["-m", "pip", "install", "--quiet", "--only-binary", ":all:"])
             .args(extra)
-            .args(&missing);
+            .args(packages);
         cmd.output()
             .map_err(|e| format!("cannot run {cmd:?}: {e}"))
             .map(|o| {
@@ -182,24 +195,35 @@ fn ensure_pip(packages: &[(&str, &str)], required: bool) -> Result<(), String> {
                 )
             })
     };
-    let (mut ok, mut stderr) = pip(&[])?;
-    if !ok && stderr.contains("externally-managed-environment") {
-        eprintln!(
-            "xtask: this Python is externally managed; retrying with --break-system-packages"
-        );
-        (ok, stderr) = pip(&["--break-system-packages"])?;
+    let mut extra: &[&str] = &[];
+    for required in [true, false] {
+        let packages: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|m| PIP_REQUIRED.iter().any(|(r, _)| r == m) == required)
+            .collect();
+        if packages.is_empty() {
+            continue;
+        }
+        eprintln!("xtask: pip installing {}", packages.join(" "));
+        let (mut ok, mut stderr) = pip(&packages, extra)?;
+        if !ok && stderr.contains("externally-managed-environment") {
+            eprintln!(
+                "xtask: this Python is externally managed; retrying with --break-system-packages"
+            );
+            extra = &["--break-system-packages"];
+            (ok, stderr) = pip(&packages, extra)?;
+        }
+        if !ok {
+            eprint!("{stderr}");
+            let message = format!("pip could not install {}", packages.join(" "));
+            if required {
+                return Err(message);
+            }
+            eprintln!("xtask: {message}; the tests skip what needs them");
+        }
     }
-    if ok {
-        return Ok(());
-    }
-    eprint!("{stderr}");
-    let message = format!("pip could not install {}", missing.join(" "));
-    if required {
-        Err(message)
-    } else {
-        eprintln!("xtask: {message}; the tests skip what needs them");
-        Ok(())
-    }
+    Ok(())
 }
 
 /// `npm ci` in tests/js when its node_modules lacks a package of package.json.
