@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
+use crate::durability::Fsync;
 use crate::error::{IoContext, LogError};
 
 const VERSION: &str = "0";
@@ -29,9 +30,9 @@ pub(crate) fn write(dir: &File, path: &Path, lines: &[String]) -> Result<(), Log
     let mut f = File::create(&tmp).io_ctx("create checkpoint", &tmp)?;
     f.write_all(text.as_bytes())
         .io_ctx("write checkpoint", &tmp)?;
-    f.sync_data().io_ctx("fsync checkpoint", &tmp)?;
+    f.fsync().io_ctx("fsync checkpoint", &tmp)?;
     std::fs::rename(&tmp, path).io_ctx("rename checkpoint", path)?;
-    dir.sync_all().io_ctx("fsync directory", path)?;
+    dir.fsync_all().io_ctx("fsync directory", path)?;
     Ok(())
 }
 

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader};
+use crate::durability::Fsync;
 use crate::error::{IoContext, LogError};
 use crate::log::CLEANED_SUFFIX;
 use crate::segment::scan_file;
@@ -177,8 +178,7 @@ impl CleanTask {
                 .io_ctx("create cleaned segment", &cleaned_path)?;
             f.write_all(&out)
                 .io_ctx("write cleaned segment", &cleaned_path)?;
-            f.sync_data()
-                .io_ctx("fsync cleaned segment", &cleaned_path)?;
+            f.fsync().io_ctx("fsync cleaned segment", &cleaned_path)?;
             stats.segments_cleaned += 1;
             stats.bytes_before += input.size;
             stats.bytes_after += out.len() as u64;

@@ -138,6 +138,7 @@ mod checkpoint;
 pub mod cleaner;
 mod compression;
 pub mod config;
+mod durability;
 pub mod error;
 mod index;
 pub mod limits;

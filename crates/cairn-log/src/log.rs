@@ -16,6 +16,7 @@ use crate::batch::{
 use crate::checkpoint;
 use crate::cleaner::{CleanInput, CleanStats, CleanTask, CleanedSegments};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::durability::Fsync;
 use crate::error::{IoContext, LogError};
 use crate::limits::{
     MAX_MESSAGE_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_INDEX_BYTES_MAX,
@@ -85,7 +86,7 @@ impl FlushTicket {
     /// directory when segments were created). Run it without holding the log's lock.
     pub fn sync(&self) -> std::io::Result<()> {
         for f in &self.files {
-            f.sync_data()?;
+            f.fsync()?;
         }
         Ok(())
     }
@@ -296,7 +297,7 @@ impl PartitionLog {
             std::fs::remove_file(&clean_path)
                 .io_ctx("remove clean shutdown marker", &clean_path)?;
             // The marker must not reappear after a power cut once appends resume.
-            log.dir_file.sync_all().io_ctx("fsync directory", dir)?;
+            log.dir_file.fsync_all().io_ctx("fsync directory", dir)?;
         }
         Ok(log)
     }
@@ -374,11 +375,9 @@ impl PartitionLog {
             if !is_last {
                 seg.seal()?;
             }
-            seg.file
-                .sync_data()
-                .io_ctx("fsync segment", &seg.log_path)?;
+            seg.file.fsync().io_ctx("fsync segment", &seg.log_path)?;
             for f in [seg.offset_index.inner.file(), seg.time_index.inner.file()] {
-                f.sync_data().io_ctx("fsync index", &seg.log_path)?;
+                f.fsync().io_ctx("fsync index", &seg.log_path)?;
             }
             i += 1;
             if stop && i < self.segments.len() {
@@ -392,7 +391,7 @@ impl PartitionLog {
         }
         self.log_end_offset = next;
         self.dir_file
-            .sync_all()
+            .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
         Ok(())
     }
@@ -1121,14 +1120,12 @@ impl PartitionLog {
         }
         seg.first_batch_timestamp = None;
         seg.load_tail()?;
-        seg.file
-            .sync_data()
-            .io_ctx("fsync segment", &seg.log_path)?;
+        seg.file.fsync().io_ctx("fsync segment", &seg.log_path)?;
         self.log_end_offset = new_leo;
         self.recovery_point = self.recovery_point.min(new_leo);
         self.generation += 1;
         self.dir_file
-            .sync_all()
+            .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
         self.persist_recovery_point()?;
         let before = self.leader_epochs.len();
@@ -1157,7 +1154,7 @@ impl PartitionLog {
         self.unflushed_messages = 0;
         self.generation += 1;
         self.dir_file
-            .sync_all()
+            .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
         self.persist_log_start_offset()?;
         self.persist_recovery_point()?;
@@ -1211,7 +1208,7 @@ impl PartitionLog {
                     active.offset_index.inner.file(),
                     active.time_index.inner.file(),
                 ] {
-                    f.sync_data().io_ctx("fsync index", &active.log_path)?;
+                    f.fsync().io_ctx("fsync index", &active.log_path)?;
                 }
             }
         }
@@ -1254,16 +1251,16 @@ impl PartitionLog {
         let last = self.segments.last_mut().unwrap();
         last.seal()?;
         for f in last.files() {
-            f.sync_data().io_ctx("fsync segment", &last.log_path)?;
+            f.fsync().io_ctx("fsync segment", &last.log_path)?;
         }
         self.recovery_point = self.log_end_offset;
         self.persist_recovery_point()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let f = File::create(&marker).io_ctx("create clean shutdown marker", &marker)?;
-        f.sync_all()
+        f.fsync_all()
             .io_ctx("fsync clean shutdown marker", &marker)?;
         self.dir_file
-            .sync_all()
+            .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
         Ok(())
     }
@@ -1340,13 +1337,13 @@ impl PartitionLog {
                 std::fs::remove_file(&p).io_ctx("remove index before swap", &p)?;
             }
             self.dir_file
-                .sync_all()
+                .fsync_all()
                 .io_ctx("fsync directory", &self.dir)?;
             let log_path = self.segments[i].log_path.clone();
             std::fs::rename(&out.cleaned_path, &log_path)
                 .io_ctx("swap in cleaned segment", &log_path)?;
             self.dir_file
-                .sync_all()
+                .fsync_all()
                 .io_ctx("fsync directory", &self.dir)?;
             let mut seg = LogSegment::open(&self.dir, base)?;
             let (end, _) = seg.recover(
@@ -1361,7 +1358,7 @@ impl PartitionLog {
             );
             seg.seal()?;
             for f in seg.files() {
-                f.sync_data().io_ctx("fsync cleaned segment", &log_path)?;
+                f.fsync().io_ctx("fsync cleaned segment", &log_path)?;
             }
             self.segments[i] = seg;
         }

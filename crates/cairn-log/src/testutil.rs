@@ -291,3 +291,9 @@ pub fn fuzz_append(dir: &std::path::Path, data: &[u8]) {
         assert_eq!(&r.records[..], data, "follower append reads back");
     }
 }
+
+/// Turns every fsync of this process into a no-op (fuzzing speed: a fuzz iteration would
+/// otherwise spend its time in fdatasync). Never use it where durability is under test.
+pub fn skip_fsync_for_fuzzing(skip: bool) {
+    crate::durability::SKIP_FSYNC.store(skip, std::sync::atomic::Ordering::Relaxed);
+}

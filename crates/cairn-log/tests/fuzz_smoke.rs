@@ -80,6 +80,7 @@ proptest! {
 
     #[test]
     fn recovery_survives_damaged_segments(mode in any::<u8>(), n in 0usize..6, codec in 0u8..5, damages in proptest::collection::vec(damage(), 0..4)) {
+        cairn_log::testutil::skip_fsync_for_fuzzing(true);
         let d = tempfile::tempdir().unwrap();
         let data = [vec![mode & 0x0f], apply(valid_batches(n, codec), &damages)].concat();
         fuzz_segment_recovery(&d.path().join("p"), &data);
@@ -87,18 +88,21 @@ proptest! {
 
     #[test]
     fn recovery_survives_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        cairn_log::testutil::skip_fsync_for_fuzzing(true);
         let d = tempfile::tempdir().unwrap();
         fuzz_segment_recovery(&d.path().join("p"), &data);
     }
 
     #[test]
     fn append_survives_damaged_batches(n in 1usize..4, codec in 0u8..5, damages in proptest::collection::vec(damage(), 0..3)) {
+        cairn_log::testutil::skip_fsync_for_fuzzing(true);
         let d = tempfile::tempdir().unwrap();
         fuzz_append(d.path(), &apply(valid_batches(n, codec), &damages));
     }
 
     #[test]
     fn append_survives_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        cairn_log::testutil::skip_fsync_for_fuzzing(true);
         let d = tempfile::tempdir().unwrap();
         fuzz_append(d.path(), &data);
     }
