@@ -29,7 +29,8 @@ use crate::limits::{
 /// A file of fixed-width entries, mapped in memory.
 pub(crate) struct MmapIndex {
     path: PathBuf,
-    file: Arc<File>,
+    /// Dropped for idle sealed segments (the mapping stays valid); reopened on demand.
+    file: Option<Arc<File>>,
     mmap: Option<MmapMut>,
     entry_bytes: usize,
     entries: usize,
@@ -54,7 +55,7 @@ impl MmapIndex {
         let entries = len / entry_bytes;
         let mut idx = MmapIndex {
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             mmap: None,
             entry_bytes,
             entries,
@@ -62,7 +63,7 @@ impl MmapIndex {
             allocated_bytes: entries * entry_bytes,
         };
         if len % entry_bytes != 0 {
-            idx.file
+            idx.handle()?
                 .set_len((entries * entry_bytes) as u64)
                 .io_ctx("trim index", path)?;
         }
@@ -70,13 +71,32 @@ impl MmapIndex {
         Ok(idx)
     }
 
+    /// The open file, reopened if it was released.
+    fn handle(&mut self) -> Result<Arc<File>, LogError> {
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .io_ctx("reopen index", &self.path)?;
+            self.file = Some(Arc::new(f));
+        }
+        Ok(Arc::clone(self.file.as_ref().unwrap()))
+    }
+
+    /// Closes the descriptor of a sealed index; lookups keep using the mapping.
+    pub(crate) fn release_file(&mut self) {
+        self.file = None;
+    }
+
     fn remap(&mut self) -> Result<(), LogError> {
         self.mmap = None;
         let len = self.capacity_entries * self.entry_bytes;
         if len > 0 {
+            let file = self.handle()?;
             // SAFETY: the file is owned by this partition directory, which only this process
             // writes (one PartitionLog per directory); we never shrink the file while mapped.
-            let m = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&*self.file) }
+            let m = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&*file) }
                 .io_ctx("mmap index", &self.path)?;
             self.mmap = Some(m);
         }
@@ -91,12 +111,10 @@ impl MmapIndex {
             .max(1);
         self.mmap = None;
         let used = (self.entries * self.entry_bytes) as u64;
+        let file = self.handle()?;
         // Cut garbage past the entries (a crash leaves the old preallocation), then extend.
-        self.file
-            .set_len(used)
-            .io_ctx("truncate index", &self.path)?;
-        self.file
-            .set_len((capacity * self.entry_bytes) as u64)
+        file.set_len(used).io_ctx("truncate index", &self.path)?;
+        file.set_len((capacity * self.entry_bytes) as u64)
             .io_ctx("extend index", &self.path)?;
         self.allocated_bytes = used as usize;
         self.capacity_entries = capacity;
@@ -107,7 +125,7 @@ impl MmapIndex {
     fn seal(&mut self) -> Result<(), LogError> {
         self.mmap = None;
         self.capacity_entries = self.entries;
-        self.file
+        self.handle()?
             .set_len((self.entries * self.entry_bytes) as u64)
             .io_ctx("trim index", &self.path)?;
         self.remap()
@@ -134,10 +152,8 @@ impl MmapIndex {
             let n = INDEX_ALLOCATION_CHUNK_BYTES.min(capacity_bytes - self.allocated_bytes);
             // Writing zeros allocates the blocks now, so that a full disk is an error here
             // and never a SIGBUS when the mapping is stored into.
-            if let Err(e) = self
-                .file
-                .write_all_at(&ZEROS[..n], self.allocated_bytes as u64)
-            {
+            let file = self.file.as_ref().expect("an active index keeps its file");
+            if let Err(e) = file.write_all_at(&ZEROS[..n], self.allocated_bytes as u64) {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot grow index; entry skipped");
                 return false;
             }
@@ -167,8 +183,9 @@ impl MmapIndex {
         lo.checked_sub(1)
     }
 
-    pub(crate) fn file(&self) -> &Arc<File> {
-        &self.file
+    /// The descriptor, unless released.
+    pub(crate) fn file(&self) -> Option<&Arc<File>> {
+        self.file.as_ref()
     }
 
     pub(crate) fn path(&self) -> &Path {

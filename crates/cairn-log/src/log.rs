@@ -293,6 +293,11 @@ impl PartitionLog {
         if log.persisted_recovery_point != log.recovery_point {
             log.persist_recovery_point()?;
         }
+        // Right after open every older segment is idle: keep descriptors for the active one.
+        for seg in &log.segments {
+            seg.touched_reset();
+        }
+        log.release_idle_handles();
         if clean {
             std::fs::remove_file(&clean_path)
                 .io_ctx("remove clean shutdown marker", &clean_path)?;
@@ -375,9 +380,8 @@ impl PartitionLog {
             if !is_last {
                 seg.seal()?;
             }
-            seg.file.fsync().io_ctx("fsync segment", &seg.log_path)?;
-            for f in [seg.offset_index.inner.file(), seg.time_index.inner.file()] {
-                f.fsync().io_ctx("fsync index", &seg.log_path)?;
+            for f in seg.files()? {
+                f.fsync().io_ctx("fsync segment", &seg.log_path)?;
             }
             i += 1;
             if stop && i < self.segments.len() {
@@ -728,7 +732,7 @@ impl PartitionLog {
         let want = (max_bytes as u64).max(first.total_len() as u64).min(avail) as usize;
         let mut buf = vec![0u8; want];
         use std::os::unix::fs::FileExt;
-        seg.file
+        seg.file()?
             .read_exact_at(&mut buf, pos)
             .io_ctx("read segment", &seg.log_path)?;
         let mut keep = 0usize;
@@ -812,10 +816,19 @@ impl PartitionLog {
             if end <= self.recovery_point || seg.size == 0 {
                 continue;
             }
-            files.push(Arc::clone(&seg.file));
+            match seg.file() {
+                Ok(f) => files.push(f),
+                Err(e) => {
+                    // Unreachable in practice: descriptors of segments with unflushed bytes
+                    // are never released.
+                    warn!(segment = %seg.log_path.display(), error = %e, "cannot open segment to flush it");
+                    return None;
+                }
+            }
             if !seg.active {
-                files.push(Arc::clone(seg.offset_index.inner.file()));
-                files.push(Arc::clone(seg.time_index.inner.file()));
+                // Released index descriptors belong to segments synced before.
+                files.extend(seg.offset_index.inner.file().cloned());
+                files.extend(seg.time_index.inner.file().cloned());
             }
             if seg.base_offset >= self.recovery_point {
                 dir_needed = true;
@@ -893,7 +906,7 @@ impl PartitionLog {
     fn read_batch(&self, seg: &LogSegment, pos: u64, h: &BatchHeader) -> Result<Vec<u8>, LogError> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; h.total_len()];
-        seg.file
+        seg.file()?
             .read_exact_at(&mut buf, pos)
             .io_ctx("read segment", &seg.log_path)?;
         batch::verify_crc(&buf).map_err(|e| seg.corrupt(pos, e.to_string()))?;
@@ -1051,7 +1064,37 @@ impl PartitionLog {
             }
             self.remove_pending(now_ms);
         }
+        self.release_idle_handles();
         Ok(removed)
+    }
+
+    /// Closes the descriptors of old segments: index descriptors of every sealed segment whose
+    /// bytes are all durable (their mappings stay), and `.log` descriptors of those not read
+    /// since the previous call. Called by `open` and `delete_old_segments` (which the broker
+    /// runs periodically); reads reopen a released `.log` on demand. Returns how many
+    /// descriptors were closed.
+    pub fn release_idle_handles(&mut self) -> usize {
+        let mut closed = 0;
+        let n = self.segments.len();
+        for i in 0..n.saturating_sub(1) {
+            let end = self.segments[i + 1].base_offset;
+            if end <= self.recovery_point && !self.segments[i].active {
+                closed += self.segments[i].release_if_idle();
+            }
+        }
+        closed
+    }
+
+    /// Number of open descriptors of segment files (for tests and metrics).
+    pub fn open_file_handles(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| {
+                usize::from(s.has_open_file())
+                    + usize::from(s.offset_index.inner.file().is_some())
+                    + usize::from(s.time_index.inner.file().is_some())
+            })
+            .sum()
     }
 
     /// DeleteRecords: moves `log_start_offset` up to `new_log_start_offset` (never down).
@@ -1120,7 +1163,7 @@ impl PartitionLog {
         }
         seg.first_batch_timestamp = None;
         seg.load_tail()?;
-        seg.file.fsync().io_ctx("fsync segment", &seg.log_path)?;
+        seg.file()?.fsync().io_ctx("fsync segment", &seg.log_path)?;
         self.log_end_offset = new_leo;
         self.recovery_point = self.recovery_point.min(new_leo);
         self.generation += 1;
@@ -1207,7 +1250,10 @@ impl PartitionLog {
                 for f in [
                     active.offset_index.inner.file(),
                     active.time_index.inner.file(),
-                ] {
+                ]
+                .into_iter()
+                .flatten()
+                {
                     f.fsync().io_ctx("fsync index", &active.log_path)?;
                 }
             }
@@ -1250,7 +1296,7 @@ impl PartitionLog {
         self.flush()?;
         let last = self.segments.last_mut().unwrap();
         last.seal()?;
-        for f in last.files() {
+        for f in last.files()? {
             f.fsync().io_ctx("fsync segment", &last.log_path)?;
         }
         self.recovery_point = self.log_end_offset;
@@ -1294,11 +1340,13 @@ impl PartitionLog {
             .iter()
             .take_while(|s| lag <= 0 || now_ms.saturating_sub(s.max_timestamp) >= lag)
             .filter(|s| s.size > 0)
-            .map(|s| CleanInput {
-                base_offset: s.base_offset,
-                path: s.log_path.clone(),
-                file: Arc::clone(&s.file),
-                size: s.size,
+            .filter_map(|s| {
+                Some(CleanInput {
+                    base_offset: s.base_offset,
+                    path: s.log_path.clone(),
+                    file: s.file().ok()?,
+                    size: s.size,
+                })
             })
             .collect();
         if inputs.is_empty() {
@@ -1357,7 +1405,7 @@ impl PartitionLog {
                 log_path.display()
             );
             seg.seal()?;
-            for f in seg.files() {
+            for f in seg.files()? {
                 f.fsync().io_ctx("fsync cleaned segment", &log_path)?;
             }
             self.segments[i] = seg;

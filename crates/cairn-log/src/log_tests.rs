@@ -760,3 +760,44 @@ fn partition_log_is_send_and_sync() {
     check::<FlushTicket>();
     check::<LogError>();
 }
+
+#[test]
+fn descriptors_of_idle_segments_are_released() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = open(d.path(), small_config());
+    let stored = fill(&mut log, 60, 1000);
+    let n = log.num_segments();
+    assert!(n > 4);
+    assert_eq!(
+        log.open_file_handles(),
+        3 * n,
+        "unflushed segments keep their descriptors"
+    );
+    log.flush().unwrap();
+    log.delete_old_segments(0).unwrap();
+    // Index descriptors go at once; .log descriptors appended to since the last sweep stay.
+    assert_eq!(log.open_file_handles(), 3 + (n - 1));
+    log.release_idle_handles();
+    assert_eq!(log.open_file_handles(), 3, "only the active segment");
+    // A read reopens one segment's .log; it stays open until a sweep finds it idle.
+    assert_eq!(read_all(&log), stored);
+    assert_eq!(log.open_file_handles(), 3 + (n - 1));
+    log.release_idle_handles();
+    assert_eq!(log.open_file_handles(), 3 + (n - 1));
+    log.release_idle_handles();
+    assert_eq!(log.open_file_handles(), 3);
+    // Everything still works on released segments: lookups, truncation into them, reopen.
+    assert_eq!(
+        log.fetch_offset_by_timestamp(1010)
+            .unwrap()
+            .map(|t| t.offset),
+        Some(20)
+    );
+    log.truncate_to(30).unwrap();
+    assert_eq!(read_all(&log), stored[..15].to_vec());
+    fill(&mut log, 1, 0);
+    log.close().unwrap();
+    let log = open(d.path(), small_config());
+    assert_eq!(log.open_file_handles(), 3);
+    assert_eq!(read_all(&log).len(), 16);
+}

@@ -9,7 +9,8 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::batch::{BATCH_HEADER_LEN, BatchHeader, compute_crc};
 use crate::error::{IoContext, LogError};
@@ -24,7 +25,11 @@ pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
 pub(crate) struct LogSegment {
     pub(crate) base_offset: i64,
     pub(crate) log_path: PathBuf,
-    pub(crate) file: Arc<File>,
+    /// The `.log` descriptor: always open for the active segment, opened on demand and
+    /// released when idle for the others (see `PartitionLog::release_idle_handles`).
+    handle: Mutex<Option<Arc<File>>>,
+    /// Set by every access to `file()`; cleared by the idle sweep.
+    touched: AtomicBool,
     pub(crate) size: u64,
     pub(crate) offset_index: OffsetIndex,
     pub(crate) time_index: TimeIndex,
@@ -76,6 +81,54 @@ impl<'a> ChunkReader<'a> {
 }
 
 impl LogSegment {
+    /// The `.log` file, reopened if its descriptor was released.
+    pub(crate) fn file(&self) -> Result<Arc<File>, LogError> {
+        self.touched.store(true, Ordering::Relaxed);
+        let mut h = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        if h.is_none() {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.log_path)
+                .io_ctx("reopen segment", &self.log_path)?;
+            *h = Some(Arc::new(f));
+        }
+        Ok(Arc::clone(h.as_ref().unwrap()))
+    }
+
+    /// Forgets accesses so far (the next idle sweep may release the descriptor).
+    pub(crate) fn touched_reset(&self) {
+        self.touched.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the `.log` descriptor is open now.
+    pub(crate) fn has_open_file(&self) -> bool {
+        self.handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Closes the descriptors of a sealed segment not accessed since the last call (the
+    /// index descriptors unconditionally: the mappings stay). Returns descriptors closed.
+    pub(crate) fn release_if_idle(&mut self) -> usize {
+        assert!(!self.active, "the active segment keeps its files");
+        let mut closed = 0;
+        for idx in [&mut self.offset_index.inner, &mut self.time_index.inner] {
+            if idx.file().is_some() {
+                idx.release_file();
+                closed += 1;
+            }
+        }
+        if !self.touched.swap(false, Ordering::Relaxed) {
+            let h = self.handle.get_mut().unwrap_or_else(|e| e.into_inner());
+            if h.take().is_some() {
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Creates a new, empty, active segment (replacing any file of the same name).
     pub(crate) fn create(
         dir: &Path,
@@ -98,7 +151,8 @@ impl LogSegment {
         let mut seg = LogSegment {
             base_offset,
             log_path,
-            file: Arc::new(file),
+            handle: Mutex::new(Some(Arc::new(file))),
+            touched: AtomicBool::new(true),
             size: 0,
             offset_index: OffsetIndex::open(&index_path, base_offset)?,
             time_index: TimeIndex::open(&time_path, base_offset)?,
@@ -131,7 +185,8 @@ impl LogSegment {
         Ok(LogSegment {
             base_offset,
             log_path,
-            file: Arc::new(file),
+            handle: Mutex::new(Some(Arc::new(file))),
+            touched: AtomicBool::new(true),
             size,
             offset_index,
             time_index,
@@ -240,7 +295,7 @@ impl LogSegment {
             return Err(self.corrupt(pos, "batch header extends past the end of the segment"));
         }
         let mut buf = [0u8; BATCH_HEADER_LEN];
-        self.file
+        self.file()?
             .read_exact_at(&mut buf, pos)
             .io_ctx("read segment", &self.log_path)?;
         let h = BatchHeader::parse(&buf).map_err(|e| self.corrupt(pos, e.to_string()))?;
@@ -289,8 +344,9 @@ impl LogSegment {
     ) -> Result<(), LogError> {
         assert!(self.active);
         assert!(self.size + buf.len() as u64 <= crate::limits::SEGMENT_BYTES_MAX as u64);
-        if let Err(e) = write_at(&self.file, buf, self.size) {
-            let _ = self.file.set_len(self.size);
+        let file = self.file()?;
+        if let Err(e) = write_at(&file, buf, self.size) {
+            let _ = file.set_len(self.size);
             return Err(LogError::Io {
                 op: "append",
                 path: self.log_path.clone(),
@@ -322,7 +378,7 @@ impl LogSegment {
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = self.base_offset;
         self.first_batch_timestamp = None;
-        let file = Arc::clone(&self.file);
+        let file = self.file()?;
         let path = self.log_path.clone();
         let end = scan_file(
             &file,
@@ -335,15 +391,13 @@ impl LogSegment {
                 Ok(())
             },
         )?;
-        let file_len = self
-            .file
+        let file_len = file
             .metadata()
             .io_ctx("stat segment", &self.log_path)?
             .len();
         let cut = file_len - end.valid_bytes;
         if cut > 0 {
-            self.file
-                .set_len(end.valid_bytes)
+            file.set_len(end.valid_bytes)
                 .io_ctx("truncate segment", &self.log_path)?;
         }
         self.size = end.valid_bytes;
@@ -354,7 +408,7 @@ impl LogSegment {
     /// was closed cleanly, and its max timestamp, in O(index interval) bytes.
     pub(crate) fn load_tail(&mut self) -> Result<ScanEnd, LogError> {
         let from = self.offset_index.last().map_or(0, |(_, pos)| pos as u64);
-        let file = Arc::clone(&self.file);
+        let file = self.file()?;
         let path = self.log_path.clone();
         // Since the last index entry (or the segment start) `index_batch` has counted every
         // batch, including the indexed one.
@@ -397,7 +451,7 @@ impl LogSegment {
     /// Cuts the segment so that it ends before the batch at `pos`; indexes follow.
     pub(crate) fn truncate_to_position(&mut self, pos: u64) -> Result<(), LogError> {
         assert!(pos <= self.size);
-        self.file
+        self.file()?
             .set_len(pos)
             .io_ctx("truncate segment", &self.log_path)?;
         self.size = pos;
@@ -411,13 +465,13 @@ impl LogSegment {
         ]
     }
 
-    /// Every file of the segment, for fsync.
-    pub(crate) fn files(&self) -> [&Arc<File>; 3] {
-        [
-            &self.file,
-            self.offset_index.inner.file(),
-            self.time_index.inner.file(),
-        ]
+    /// Every open file of the segment, for fsync.
+    pub(crate) fn files(&self) -> Result<Vec<Arc<File>>, LogError> {
+        let mut v = vec![self.file()?];
+        for f in [self.offset_index.inner.file(), self.time_index.inner.file()] {
+            v.extend(f.cloned());
+        }
+        Ok(v)
     }
 }
 
