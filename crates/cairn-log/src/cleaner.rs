@@ -1,7 +1,7 @@
 //! Log compaction for `cleanup.policy=compact` and `compact,delete` (Kafka's `LogCleaner`).
 //!
 //! A pass has three phases so that it never blocks appends:
-//! 1. [`PartitionLog::prepare_clean`] (`&self`, cheap, under the caller's lock) picks the
+//! 1. [`crate::PartitionLog::prepare_clean`] (`&self`, cheap, under the caller's lock) picks the
 //!    closed segments whose newest timestamp is older than `min.compaction.lag.ms` and takes
 //!    their open files.
 //! 2. [`CleanTask::run`] (no lock, heavy) scans them, builds a map key → last offset, and
@@ -12,7 +12,7 @@
 //!    some survivors are re-encoded with the same header fields and codec (offsets are kept:
 //!    `last_offset_delta` is unchanged, gaps appear); empty batches are dropped. Control
 //!    batches (transaction markers) and batches that fail to decode are kept unchanged.
-//! 3. [`PartitionLog::finish_clean`] (`&mut self`, under the lock) swaps each cleaned file in
+//! 3. [`crate::PartitionLog::finish_clean`] (`&mut self`, under the lock) swaps each cleaned file in
 //!    if its segment is still there with the same size and no truncation happened meanwhile:
 //!    delete the segment's index files, fsync the directory, rename `.cleaned` over `.log`
 //!    (atomic), fsync the directory, rebuild the indexes from the new file.

@@ -106,17 +106,21 @@
 //!
 //! ## Resources
 //!
-//! Every bound is in [`limits`]. Each segment keeps three file descriptors (`.log`,
-//! `.index`, `.timeindex`) and two mappings; with the default 1 GiB segments that is three
-//! descriptors per GiB of retained log. Reads copy whole batches into a fresh buffer with one
-//! `pread` (plus one 61-byte header read to find the start) and verify their CRCs before
-//! returning them. Active index files are extended sparsely and allocated 64 KiB at a time.
+//! Every bound is in [`limits`]. File descriptors: the active segment keeps three (`.log`,
+//! `.index`, `.timeindex`), and so does a rolled segment until its bytes are durable; older
+//! segments keep none, only their two index mappings, except a `.log` descriptor reopened by
+//! a read, which `release_idle_handles` (run by `open` and `delete_old_segments`) closes once
+//! a sweep finds it unused since the previous sweep. Reads copy whole batches into a fresh
+//! buffer with one `pread` (plus one 61-byte header read to find the start) and verify their
+//! CRCs before returning them. Active index files are extended sparsely and allocated 64 KiB
+//! at a time.
 //!
 //! ## Not done yet
 //!
-//! Lazily opened / idle-closed descriptors of old segments, producer-state snapshots
-//! (idempotence), a transaction index (aborted transactions survive compaction), and the
-//! per-batch delete horizon of KIP-534 (tombstone expiry uses record timestamps instead).
+//! Producer-state snapshots (idempotence), a transaction index (aborted transactions
+//! survive compaction), the per-batch delete horizon of KIP-534 (tombstone expiry uses record
+//! timestamps instead), and a descriptor budget shared across partitions (the bound is per
+//! log).
 //!
 //! ## Example
 //!

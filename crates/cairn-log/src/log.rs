@@ -1121,7 +1121,8 @@ impl PartitionLog {
     }
 
     /// Removes every record at or after `offset` (rounded down to a batch boundary: a batch
-    /// holding `offset` is removed whole). Used by followers after a leader change. If that
+    /// holding `offset` is removed whole; the log end offset becomes the end of the remaining
+    /// data, so it can be below `offset` when `offset` is in a compaction gap). Used by followers after a leader change. If that
     /// batch starts below `log_start_offset`, the log starts over empty at `log_start_offset`;
     /// if `offset < log_start_offset`, it starts over at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
@@ -1137,20 +1138,10 @@ impl PartitionLog {
             remove_segment_files(s)?;
         }
         let seg = &mut self.segments[i];
-        let new_leo = match seg.find_batch(offset)? {
-            Some((pos, h)) => {
-                seg.truncate_to_position(pos)?;
-                seg.offset_index.truncate_to_position(pos);
-                let new_leo = offset.min(h.base_offset);
-                seg.time_index.truncate_to_offset(new_leo);
-                new_leo
-            }
-            None => offset,
-        };
-        if new_leo < self.log_start_offset {
-            // The cut batch straddles the log start: nothing at or after it can be kept.
-            let start = self.log_start_offset;
-            return self.truncate_fully_and_start_at(start);
+        if let Some((pos, h)) = seg.find_batch(offset)? {
+            seg.truncate_to_position(pos)?;
+            seg.offset_index.truncate_to_position(pos);
+            seg.time_index.truncate_to_offset(offset.min(h.base_offset));
         }
         if !seg.active {
             seg.activate(self.config.segment_index_bytes)?;
@@ -1162,7 +1153,14 @@ impl PartitionLog {
             seg.offset_of_max_timestamp = off;
         }
         seg.first_batch_timestamp = None;
-        seg.load_tail()?;
+        // The new end is where the data now ends (what a reopen would find), which is below
+        // `offset` when `offset` fell in an offset gap or inside a batch.
+        let new_leo = seg.load_tail()?.next_offset.unwrap_or(seg.base_offset);
+        if new_leo < self.log_start_offset {
+            // The cut batch straddles the log start: nothing at or after it can be kept.
+            let start = self.log_start_offset;
+            return self.truncate_fully_and_start_at(start);
+        }
         seg.file()?.fsync().io_ctx("fsync segment", &seg.log_path)?;
         self.log_end_offset = new_leo;
         self.recovery_point = self.recovery_point.min(new_leo);

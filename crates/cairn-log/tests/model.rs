@@ -19,6 +19,12 @@ enum Op {
         ts: i64,
         epoch_bump: bool,
     },
+    /// A replicated batch with explicit offsets, `gap` offsets after the log end.
+    FollowerAppend {
+        records: usize,
+        gap: i64,
+        ts: i64,
+    },
     Read {
         at: u16,
         max_bytes: u16,
@@ -47,6 +53,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (1usize..5, 0usize..200, 0i64..1000, proptest::bool::weighted(0.05))
             .prop_map(|(records, value_bytes, ts, epoch_bump)| Op::Append { records, value_bytes, ts, epoch_bump }),
+        2 => (1usize..4, 0i64..4, 0i64..1000)
+            .prop_map(|(records, gap, ts)| Op::FollowerAppend { records, gap, ts }),
         3 => (any::<u16>(), 1u16..3000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => (0i64..1100).prop_map(|target| Op::ReadByTimestamp { target }),
         1 => Just(Op::Roll),
@@ -167,6 +175,25 @@ fn run(ops: Vec<Op>) {
                 });
                 m.leo = info.last_offset + 1;
             }
+            Op::FollowerAppend { records, gap, ts } => {
+                let base = m.leo + gap;
+                let b = BatchBuilder::new(base)
+                    .leader_epoch(epoch)
+                    .records((0..records).map(|i| TestRecord::kv(ts, format!("f{i}"), [1u8; 20])))
+                    .build();
+                let info = log.append_as_follower(&b).unwrap();
+                assert_eq!(
+                    (info.base_offset, info.last_offset),
+                    (base, base + records as i64 - 1)
+                );
+                m.batches.push(Stored {
+                    bytes: b,
+                    base,
+                    last: info.last_offset,
+                    ts,
+                });
+                m.leo = info.last_offset + 1;
+            }
             Op::Read { at, max_bytes } => {
                 let off = pick(at, m.log_start, m.leo);
                 let r = log.read(off, max_bytes as usize, i64::MAX, true).unwrap();
@@ -214,9 +241,18 @@ fn run(ops: Vec<Op>) {
                 let off = pick(at, m.log_start, m.leo);
                 log.truncate_to(off).unwrap();
                 if off < m.leo {
-                    // A batch holding `off` goes whole; offsets are dense in this model.
+                    // A batch holding `off` goes whole; the end is where the data ends, or
+                    // a segment base inside the offset gap before `off`.
                     m.batches.retain(|b| b.last < off);
-                    m.leo = m.batches.last().map_or(m.log_start, |b| b.last + 1);
+                    let data_end = m.batches.last().map_or(0, |b| b.last + 1);
+                    m.leo = log.log_end_offset();
+                    if m.leo >= m.log_start {
+                        assert!(
+                            m.leo >= data_end && m.leo <= off,
+                            "end {} outside [{data_end}, {off}]",
+                            m.leo
+                        );
+                    }
                     if m.leo < m.log_start {
                         // The cut batch straddled the log start: the log starts over there.
                         m.leo = m.log_start;
