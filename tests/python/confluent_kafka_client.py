@@ -12,6 +12,7 @@ beginning with manual assignment (no group: nothing is subscribed or committed);
 offsets_for_times. Exits non-zero with a message naming the first mismatch.
 """
 
+import logging
 import sys
 import time
 import uuid
@@ -53,6 +54,21 @@ def check(cond, msg):
 
 def step(msg):
     print(f"confluent-kafka: {msg}", flush=True)
+
+
+class Uncompressed(logging.Handler):
+    """Collects librdkafka's debug lines saying it sent a batch uncompressed because the
+    broker lacks the codec. librdkafka infers LZ4 support from FindCoordinator being in
+    ApiVersions, which Cairn does not serve yet, so its lz4 batches go out uncompressed."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        line = record.getMessage()
+        if "not compressing batch" in line:
+            self.lines.append(line)
 
 
 def result(future, what):
@@ -165,9 +181,16 @@ def main():
         acked.append((msg.key(), msg.partition(), msg.offset()))
 
     before_ms = int(time.time() * 1000) - 1
+    uncompressed = {}
     for codec in CODECS:
+        watcher = Uncompressed()
+        logger = logging.getLogger(f"librdkafka-{codec}")
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(watcher)
         producer = Producer({**base, "acks": "all", "linger.ms": 5,
-                             "compression.type": codec, "message.timeout.ms": TIMEOUT_S * 1000})
+                             "compression.type": codec, "message.timeout.ms": TIMEOUT_S * 1000,
+                             "debug": "msg", "logger": logger})
         for i in range(PER_CODEC):
             key = f"{codec}-key-{i}".encode()
             value = f"{codec} value {i} ".encode() * (1 + i % 7)
@@ -176,7 +199,12 @@ def main():
             producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         remaining = producer.flush(TIMEOUT_S)
         check(remaining == 0, f"{remaining} {codec} records still unacknowledged")
-        step(f"produced {PER_CODEC} records with compression {codec}")
+        if watcher.lines:
+            uncompressed[codec] = watcher.lines[0]
+            step(f"produced {PER_CODEC} records with compression {codec}, but librdkafka "
+                 f"sent them UNCOMPRESSED: {watcher.lines[0]}")
+        else:
+            step(f"produced {PER_CODEC} records with compression {codec}")
     after_ms = int(time.time() * 1000) + 1
     check(len(acked) == len(sent), f"{len(acked)} of {len(sent)} acknowledged")
 
@@ -275,7 +303,10 @@ def main():
     wait_for("the topic to leave list_topics",
              lambda: topic not in admin.list_topics(timeout=TIMEOUT_S).topics)
     step("deleted the topic")
-    print(f"PASS {VERSION}: codecs {CODECS}", flush=True)
+    # Only lz4 may fall back, and only while FindCoordinator is not advertised.
+    check(set(uncompressed) <= {"lz4"}, f"librdkafka did not compress {sorted(uncompressed)}")
+    note = f" (lz4 sent uncompressed: librdkafka sees no FindCoordinator)" if uncompressed else ""
+    print(f"PASS {VERSION}: codecs {CODECS}{note}", flush=True)
 
 
 if __name__ == "__main__":
