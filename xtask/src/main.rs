@@ -17,7 +17,16 @@
 use std::process::{Command, ExitCode};
 
 /// Commands the build needs, with the Debian package that provides each.
-const BUILD_NEEDS: &[(&str, &str)] = &[("cc", "gcc"), ("make", "make"), ("perl", "perl")];
+/// An entry ending in `.so` names a shared library instead, looked for by file presence
+/// (see [`have_library`]): bindgen in librocksdb-sys loads libclang at build time, and
+/// RocksDB's C++ needs `c++`.
+const BUILD_NEEDS: &[(&str, &str)] = &[
+    ("cc", "gcc"),
+    ("c++", "g++"),
+    ("make", "make"),
+    ("perl", "perl"),
+    ("libclang.so", "libclang-dev"),
+];
 /// Commands the tests need on top of the build's.
 const TEST_NEEDS: &[(&str, &str)] = &[
     ("kcat", "kcat"),
@@ -78,10 +87,53 @@ fn status(mut cmd: Command) -> Result<(), String> {
 }
 
 fn have(command: &str) -> bool {
+    if command.ends_with(".so") {
+        return have_library(command);
+    }
     Command::new("sh")
         .args(["-c", &format!("command -v {command} >/dev/null 2>&1")])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether a shared library `name` (e.g. `libclang.so`, also as `libclang-14.so.1`)
+/// exists where clang-sys looks: `$LIBCLANG_PATH`, the multiarch lib directories and
+/// every `/usr/lib/llvm-*/lib`.
+fn have_library(name: &str) -> bool {
+    let stem = name.trim_end_matches(".so");
+    let mut dirs: Vec<std::path::PathBuf> = ["/usr/lib", "/usr/lib64", "/usr/local/lib"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    dirs.extend(std::env::var_os("LIBCLANG_PATH").map(Into::into));
+    for parent in ["/usr/lib", "/usr/lib64"] {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            if file_name.contains("-linux-gnu") {
+                dirs.push(entry.path());
+            } else if file_name.starts_with("llvm-") {
+                dirs.push(entry.path().join("lib"));
+            }
+        }
+    }
+    dirs.iter().any(|dir| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                let file_name = entry.file_name();
+                let file_name = file_name.to_string_lossy();
+                // `libclang.so`, `libclang.so.1`, `libclang-14.so.1`, but not `libclang-cpp.so`.
+                file_name.strip_prefix(stem).is_some_and(|rest| {
+                    rest.starts_with(".so")
+                        || rest
+                            .strip_prefix('-')
+                            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+                })
+            })
+    })
 }
 
 /// Installs the Debian packages of any missing command, with one apt-get update first.
