@@ -808,12 +808,16 @@ impl PartitionLog {
         }
         let mut files = Vec::new();
         let mut dir_needed = false;
-        for (i, seg) in self.segments.iter().enumerate() {
+        // Newest first: only the last segment or two are ever dirty.
+        for (i, seg) in self.segments.iter().enumerate().rev() {
             let end = self
                 .segments
                 .get(i + 1)
                 .map_or(self.log_end_offset, |n| n.base_offset);
-            if end <= self.recovery_point || seg.size == 0 {
+            if end <= self.recovery_point {
+                break;
+            }
+            if seg.size == 0 {
                 continue;
             }
             match seg.file() {
