@@ -42,7 +42,24 @@ pub struct BrokerConfig {
     pub log_defaults: BTreeMap<String, String>,
     /// `log.retention.check.interval.ms`: how often retention and flush-by-interval run.
     pub log_retention_check_interval_ms: u64,
+    /// Group coordinator settings (`group.*`, `offsets.retention.*`,
+    /// `offset.metadata.max.bytes`); see [`GROUP_PROPERTIES`].
+    pub group: cairn_group::GroupConfig,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
 }
+
+/// Broker properties of the group coordinator, with Kafka's names and defaults.
+pub const GROUP_PROPERTIES: &[&str] = &[
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.max.size",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
+    "offsets.topic.num.partitions",
+];
 
 impl BrokerConfig {
     /// Kafka's defaults, with data under `data_dir` and the listener on `listen`.
@@ -59,7 +76,58 @@ impl BrokerConfig {
             default_replication_factor: 1,
             log_defaults: BTreeMap::new(),
             log_retention_check_interval_ms: 300_000,
+            group: cairn_group::GroupConfig::default(),
+            offsets_topic_num_partitions:
+                crate::group_coordinator::OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
         }
+    }
+
+    /// Applies one of [`GROUP_PROPERTIES`]; `None` if `key` is not one of them.
+    pub fn apply_group_property(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value
+                .parse()
+                .map_err(|e| format!("property {key}={value}: {e}"))
+        }
+        let positive = |v: i64| {
+            if v > 0 {
+                Ok(v)
+            } else {
+                Err(format!("property {key}={value}: must be positive"))
+            }
+        };
+        let g = &mut self.group;
+        let result = match key {
+            "group.min.session.timeout.ms" => {
+                parse(key, value).map(|v| g.min_session_timeout_ms = v)
+            }
+            "group.max.session.timeout.ms" => {
+                parse(key, value).map(|v| g.max_session_timeout_ms = v)
+            }
+            "group.initial.rebalance.delay.ms" => {
+                parse(key, value).map(|v| g.initial_rebalance_delay_ms = v)
+            }
+            "group.max.size" => parse::<i64>(key, value)
+                .and_then(positive)
+                .map(|v| g.max_size = v as usize),
+            "offsets.retention.minutes" => parse::<i64>(key, value)
+                .and_then(positive)
+                .map(|v| g.offsets_retention_ms = v.saturating_mul(60_000)),
+            "offsets.retention.check.interval.ms" => parse::<i64>(key, value)
+                .and_then(positive)
+                .map(|v| g.offsets_retention_check_interval_ms = v),
+            "offset.metadata.max.bytes" => {
+                parse(key, value).map(|v| g.offset_metadata_max_bytes = v)
+            }
+            "offsets.topic.num.partitions" => parse::<i64>(key, value)
+                .and_then(positive)
+                .map(|v| self.offsets_topic_num_partitions = v.min(i64::from(i32::MAX)) as i32),
+            _ => return None,
+        };
+        Some(result)
     }
 
     /// The broker-wide log config: Kafka defaults with `log_defaults` applied.

@@ -61,11 +61,15 @@ pub async fn serve(
         }
         tokio::select! {
             Some(response) = inflight.next(), if !inflight.is_empty() => {
-                let response: Option<BytesMut> = response;
-                if let Some(bytes) = response
-                    && let Err(e) = writer.write_all(&bytes).await
-                {
-                    break Err(format!("write failed: {e}"));
+                let response: Result<Option<BytesMut>, String> = response;
+                match response {
+                    Ok(Some(bytes)) => {
+                        if let Err(e) = writer.write_all(&bytes).await {
+                            break Err(format!("write failed: {e}"));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(reason) => break Err(reason),
                 }
             }
             frame = read_frame(&mut reader, &mut buf, max_frame), if reading && inflight.len() < INFLIGHT_REQUESTS_PER_CONNECTION_MAX => {
@@ -76,7 +80,7 @@ pub async fn serve(
                             inflight.push_back(handle(ctx, *request));
                         }
                         Ok(Decoded::Immediate(bytes)) => {
-                            inflight.push_back(Box::pin(async move { Some(bytes) }));
+                            inflight.push_back(Box::pin(async move { Ok(Some(bytes)) }));
                         }
                         Err(reason) => break Err(reason),
                     },
@@ -98,7 +102,10 @@ pub async fn serve(
     }
 }
 
-type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<BytesMut>> + Send>>;
+/// A response to write (`Ok(None)`: none is due, as for acks=0), or why the connection
+/// must close.
+type ResponseFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>, String>> + Send>>;
 
 fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
     Box::pin(async move {
@@ -111,13 +118,17 @@ fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
         metrics::counter!(crate::metrics::REQUESTS, "api" => api).increment(1);
         metrics::histogram!(crate::metrics::REQUEST_DURATION, "api" => api)
             .record(started.elapsed().as_secs_f64());
-        let response = response?;
+        let Some(response) = response else {
+            return Ok(None);
+        };
         match encode_response(api_key, version, correlation_id, &response) {
-            Ok(bytes) => Some(bytes),
+            Ok(bytes) => Ok(Some(bytes)),
             Err(e) => {
-                // Our own response failed to encode: a bug. The client times out this request.
+                // Our own response failed to encode: a bug (tests/version_sweep.rs guards
+                // against it). Closing the connection makes the client retry at once
+                // instead of waiting out its request timeout.
                 tracing::error!(?api_key, version, error = %e, "failed to encode response");
-                None
+                Err(format!("failed to encode the {api_key:?} v{version} response: {e}"))
             }
         }
     })

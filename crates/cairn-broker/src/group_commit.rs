@@ -13,8 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::replica_manager::Partition;
 
-/// Flush requests waiting at most; a full queue makes producers wait (back-pressure).
-pub const FLUSH_QUEUE_REQUESTS_MAX: usize = 65_536;
+/// Most requests one group-commit round takes from the queue. The queue itself is
+/// unbounded but cannot grow without bound: requests that nobody waits for are deduplicated
+/// per partition (at most one pending each), and waiting requests are bounded by the
+/// requests in flight on all connections.
+pub const GROUP_COMMIT_REQUESTS_MAX: usize = 65_536;
 
 /// The outcome a waiter learns: `Err` carries the fsync failure's description.
 pub type FlushResult = Result<(), Arc<str>>;
@@ -28,13 +31,13 @@ pub struct FlushRequest {
 /// Handle to the committer task.
 #[derive(Clone)]
 pub struct GroupCommitter {
-    tx: mpsc::Sender<FlushRequest>,
+    tx: mpsc::UnboundedSender<FlushRequest>,
 }
 
 impl GroupCommitter {
     /// Starts the committer on the current runtime.
     pub fn start() -> GroupCommitter {
-        let (tx, rx) = mpsc::channel(FLUSH_QUEUE_REQUESTS_MAX);
+        let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx));
         GroupCommitter { tx }
     }
@@ -46,26 +49,29 @@ impl GroupCommitter {
             partition,
             done: Some(done),
         };
-        if self.tx.send(request).await.is_err() {
+        if self.tx.send(request).is_err() {
             return Err("the group committer has stopped (broker shutting down)".into());
         }
         rx.await
             .unwrap_or_else(|_| Err("the group committer has stopped".into()))
     }
 
-    /// Asks for a flush without waiting for it (acks=0 and acks=1 produces).
+    /// Asks for a flush without waiting for it (acks=0 and acks=1 produces). At most one
+    /// such request per partition is pending: the round that takes it clears the mark
+    /// before it takes the partition's flush ticket, so it covers this append.
     pub fn request(&self, partition: Arc<Partition>) {
-        // A full queue already guarantees a flush is coming that covers this append.
-        let _ = self.tx.try_send(FlushRequest {
-            partition,
-            done: None,
-        });
+        if partition.mark_flush_requested() {
+            let _ = self.tx.send(FlushRequest {
+                partition,
+                done: None,
+            });
+        }
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<FlushRequest>) {
     let mut group = Vec::new();
-    while rx.recv_many(&mut group, FLUSH_QUEUE_REQUESTS_MAX).await > 0 {
+    while rx.recv_many(&mut group, GROUP_COMMIT_REQUESTS_MAX).await > 0 {
         let mut partitions: Vec<Arc<Partition>> = Vec::new();
         for request in &group {
             if !partitions
@@ -77,7 +83,10 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
         }
         let tickets: Vec<_> = partitions
             .into_iter()
-            .filter_map(|p| p.begin_flush().map(|t| (p, t)))
+            .filter_map(|p| {
+                p.clear_flush_requested();
+                p.begin_flush().map(|t| (p, t))
+            })
             .collect();
         metrics::histogram!(crate::metrics::GROUP_COMMIT_REQUESTS).record(group.len() as f64);
         let synced = tokio::task::spawn_blocking(move || {
@@ -99,7 +108,7 @@ async fn run(mut rx: mpsc::Receiver<FlushRequest>) {
         let result: FlushResult = match synced {
             Ok(Ok(tickets)) => {
                 for (partition, ticket) in tickets {
-                    partition.complete_flush(ticket.up_to_offset);
+                    partition.complete_flush(&ticket);
                 }
                 Ok(())
             }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod group_commit;
+pub mod group_coordinator;
 pub mod handlers;
 pub mod metadata;
 pub mod metrics;

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 use cairn_log::{
     AppendInfo, FlushPolicy, FlushTicket, LogConfig, LogError, PartitionLog, ReadInfo,
@@ -38,6 +38,8 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     log: Mutex<PartitionLog>,
     high_watermark: AtomicI64,
+    /// Whether a group-commit request nobody waits for is already queued.
+    flush_requested: AtomicBool,
     /// Carries the high watermark; fetches parked in the purgatory wait on it.
     hw_tx: watch::Sender<i64>,
 }
@@ -104,11 +106,22 @@ impl Partition {
         self.log.lock().begin_flush()
     }
 
+    /// Marks a flush as requested; `false` if one was already pending.
+    pub fn mark_flush_requested(&self) -> bool {
+        !self.flush_requested.swap(true, Ordering::AcqRel)
+    }
+
+    /// Called by the group committer just before it takes this partition's ticket.
+    pub fn clear_flush_requested(&self) {
+        self.flush_requested.store(false, Ordering::Release);
+    }
+
     /// After a group-commit fsync: the recovery point and (for group commit) the high
-    /// watermark move up to `up_to_offset`.
-    pub fn complete_flush(&self, up_to_offset: i64) {
+    /// watermark move up to the ticket's offset (a ticket from before a truncation is
+    /// ignored by the log).
+    pub fn complete_flush(&self, ticket: &FlushTicket) {
         let mut log = self.log.lock();
-        log.complete_flush(up_to_offset);
+        log.complete_flush_ticket(ticket);
         let visible = log.recovery_point();
         drop(log);
         self.maybe_increment_high_watermark(visible);
@@ -286,28 +299,54 @@ impl ReplicaManager {
             leader_epoch: AtomicI32::new(leader_epoch),
             log: Mutex::new(log),
             high_watermark: AtomicI64::new(hw),
+            flush_requested: AtomicBool::new(false),
             hw_tx,
         })
     }
 
-    /// Retention, flush-by-interval and compaction for every hosted partition. Blocking.
-    pub fn run_housekeeping(&self, now_ms: i64) {
+    /// `flush.ms` / `flush.messages` for logs with the interval policy. Blocking; run often
+    /// (every [`crate::server::FLUSH_CHECK_INTERVAL`]) so `flush.ms` keeps its meaning.
+    pub fn flush_by_policy(&self, now_ms: i64) {
         for partition in self.all() {
-            let result = partition.with_log(|log| -> Result<usize, LogError> {
-                log.maybe_flush_by_policy(now_ms)?;
-                let deleted = log.delete_old_segments(now_ms)?;
-                log.clean(now_ms)?;
-                Ok(deleted)
-            });
-            match result {
+            if let Err(e) = partition.with_log(|log| log.maybe_flush_by_policy(now_ms)) {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "interval flush failed");
+            }
+        }
+    }
+
+    /// Retention (`retention.ms`, `retention.bytes`) and compaction for every hosted
+    /// partition. Blocking. Compaction rewrites segments without holding the log's lock,
+    /// so appends and fetches continue meanwhile; only the swap takes the lock.
+    pub fn enforce_retention_and_compact(&self, now_ms: i64) {
+        for partition in self.all() {
+            let retention = partition.with_log(|log| log.delete_old_segments(now_ms));
+            match retention {
+                Ok(0) => {}
                 Ok(deleted) => {
-                    if deleted > 0 {
-                        tracing::info!(topic = %partition.topic, partition = partition.index, segments = deleted, "retention deleted segments");
-                    }
-                    partition.clamp_high_watermark_to_log_start();
+                    tracing::info!(topic = %partition.topic, partition = partition.index, segments = deleted, "retention deleted segments")
                 }
                 Err(e) => {
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "housekeeping failed")
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
+                }
+            }
+            partition.clamp_high_watermark_to_log_start();
+            let Some(task) = partition.with_log(|log| log.prepare_clean(now_ms)) else {
+                continue;
+            };
+            let started = std::time::Instant::now();
+            let cleaned = task
+                .run()
+                .and_then(|cleaned| partition.with_log(|log| log.finish_clean(cleaned)));
+            match cleaned {
+                Ok(stats) => tracing::info!(
+                    topic = %partition.topic,
+                    partition = partition.index,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    ?stats,
+                    "compaction pass done"
+                ),
+                Err(e) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "compaction failed")
                 }
             }
         }

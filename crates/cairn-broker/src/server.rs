@@ -26,6 +26,8 @@ pub struct Broker {
     /// Host and port given to clients.
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Consumer groups and committed offsets (`__consumer_offsets`).
+    pub group_coordinator: crate::group_coordinator::GroupCoordinator,
 }
 
 /// A running broker.
@@ -82,6 +84,10 @@ impl Broker {
                 "opened partition logs"
             );
             Ok(Broker {
+                group_coordinator: crate::group_coordinator::GroupCoordinator::new(
+                    config2.group.clone(),
+                    config2.offsets_topic_num_partitions,
+                ),
                 config: config2,
                 metadata,
                 replicas,
@@ -101,6 +107,10 @@ impl Broker {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(housekeeping(broker.clone(), shutdown_rx.clone()));
+        tokio::spawn(crate::group_coordinator::run(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
         let accept_task = tokio::spawn(accept_loop(broker.clone(), listener, shutdown_rx));
         Ok(BrokerHandle {
             local_addr,

@@ -1621,23 +1621,22 @@ impl GroupCoordinator {
     fn expire_offsets(&mut self, group_id: &str, now_ms: i64) {
         let retention_ms = self.config.offsets_retention_ms;
         let group = self.groups.get_mut(group_id).expect("exists");
-        let base: Option<Box<dyn Fn(&OffsetValue) -> i64>> =
-            match (&group.protocol_type, group.state) {
-                (Some(_), GroupState::Empty) => {
-                    let since = group.state_since_ms;
-                    Some(Box::new(move |_| since))
-                }
-                (None, _) => Some(Box::new(|v: &OffsetValue| v.commit_timestamp_ms)),
-                (Some(t), GroupState::Stable)
-                    if t == "consumer" && group.subscribed_topics.is_some() =>
-                {
-                    Some(Box::new(|v: &OffsetValue| v.commit_timestamp_ms))
-                }
-                _ => None,
-            };
-        let Some(base) = base else {
+        // Retention counts from when the group became Empty, or (standalone groups and
+        // Stable consumer groups, for topics no member subscribes to) from the commit.
+        let empty_since: Option<Option<i64>> = match (&group.protocol_type, group.state) {
+            (Some(_), GroupState::Empty) => Some(Some(group.state_since_ms)),
+            (None, _) => Some(None),
+            (Some(t), GroupState::Stable)
+                if t == "consumer" && group.subscribed_topics.is_some() =>
+            {
+                Some(None)
+            }
+            _ => None,
+        };
+        let Some(empty_since) = empty_since else {
             return;
         };
+        let base = |v: &OffsetValue| empty_since.unwrap_or(v.commit_timestamp_ms);
         let subscribed = if group.state == GroupState::Stable {
             group.subscribed_topics.clone().unwrap_or_default()
         } else {

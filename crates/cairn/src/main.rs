@@ -214,6 +214,11 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             "log.retention.check.interval.ms" => {
                 config.log_retention_check_interval_ms = value.parse().map_err(|e| bad(&e))?
             }
+            _ if cairn_broker::config::GROUP_PROPERTIES.contains(&key.as_str()) => {
+                if let Some(Err(e)) = config.apply_group_property(&key, &value) {
+                    bail!("{e}");
+                }
+            }
             _ if cairn_log::LogConfig::KNOWN_KEYS.contains(&key.as_str()) => {
                 config.log_defaults.insert(key, value);
             }

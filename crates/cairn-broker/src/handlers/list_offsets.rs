@@ -38,10 +38,15 @@ pub fn handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffsetsRe
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     match lookup(&partition, p.timestamp, p.current_leader_epoch) {
-                        Ok((timestamp, offset)) => response
-                            .with_timestamp(timestamp)
-                            .with_offset(offset)
-                            .with_leader_epoch(partition.leader_epoch()),
+                        Ok((timestamp, offset)) => {
+                            let response = response.with_timestamp(timestamp).with_offset(offset);
+                            // The field exists from v4; the encoder refuses it below.
+                            if ctx.version >= 4 {
+                                response.with_leader_epoch(partition.leader_epoch())
+                            } else {
+                                response
+                            }
+                        }
                         Err(code) => response.with_error_code(code.code()),
                     }
                 })

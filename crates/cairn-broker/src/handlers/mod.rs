@@ -13,15 +13,26 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 mod topics;
 
 /// What a handler knows about the request it serves.
@@ -65,6 +76,25 @@ pub const APIS: &[ApiSpec] = &[
     spec::<AlterConfigsRequest>(ApiKey::AlterConfigs),
     spec::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
     spec::<DescribeClusterRequest>(ApiKey::DescribeCluster),
+    spec::<FindCoordinatorRequest>(ApiKey::FindCoordinator),
+    spec::<JoinGroupRequest>(ApiKey::JoinGroup),
+    spec::<SyncGroupRequest>(ApiKey::SyncGroup),
+    spec::<HeartbeatRequest>(ApiKey::Heartbeat),
+    spec::<LeaveGroupRequest>(ApiKey::LeaveGroup),
+    // v9 is KIP-848's member epoch, not served yet.
+    ApiSpec {
+        key: ApiKey::OffsetCommit,
+        versions: VersionRange { min: 2, max: 8 },
+    },
+    // v9 adds KIP-848's member id and epoch, not served yet.
+    ApiSpec {
+        key: ApiKey::OffsetFetch,
+        versions: VersionRange { min: 1, max: 8 },
+    },
+    spec::<DescribeGroupsRequest>(ApiKey::DescribeGroups),
+    spec::<ListGroupsRequest>(ApiKey::ListGroups),
+    spec::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
+    spec::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
 ];
 
 /// The versions served of `key`, or `None` if the API is not served.
@@ -103,6 +133,29 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(ctx, r).await)
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(ctx, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(ctx, r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(ctx, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(ctx, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(ctx, r).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, r)),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(ctx, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await)
         }
         other => {
             // The connection checks the table before decoding, so this is a table/dispatch

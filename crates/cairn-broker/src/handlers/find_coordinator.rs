@@ -1,0 +1,110 @@
+//! FindCoordinator (key 10): which broker coordinates a group (v0–v6; v4+ batches keys).
+//!
+//! The first request for a group creates `__consumer_offsets` (compacted, like Kafka's
+//! auto-creation) with `offsets.topic.num.partitions` partitions; the coordinator is the
+//! leader of the group's partition. Transaction coordinators (key type 1) and share
+//! groups (key type 2) are not served yet: those keys get INVALID_REQUEST.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use super::topics::create_topic;
+use crate::group_coordinator::OFFSETS_TOPIC;
+
+/// FindCoordinator key types.
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub async fn handle(
+    ctx: RequestContext,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let keys = if ctx.version >= 4 {
+        request.coordinator_keys
+    } else {
+        vec![request.key]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        coordinators.push(find(&ctx, request.key_type, key).await);
+    }
+    if ctx.version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = coordinators.pop().expect("one key below v4");
+    FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_error_message(c.error_message)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port)
+}
+
+async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator {
+    let refused = |code: ResponseError, msg: String| {
+        Coordinator::default()
+            .with_key(key.clone())
+            .with_node_id(BrokerId(-1))
+            .with_host(StrBytes::from_static_str(""))
+            .with_port(-1)
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_string(msg)))
+    };
+    if key_type != KEY_TYPE_GROUP {
+        return refused(
+            ResponseError::InvalidRequest,
+            format!(
+                "coordinator key type {key_type} (transactions, share groups) is not supported by this broker yet"
+            ),
+        );
+    }
+    let broker = &ctx.broker;
+    if broker.metadata.state().topic(OFFSETS_TOPIC).is_none() {
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_owned(), "compact".to_owned()),
+            ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
+        ]);
+        let partitions = broker.config.offsets_topic_num_partitions;
+        match create_topic(
+            broker,
+            OFFSETS_TOPIC.to_owned(),
+            partitions,
+            -1,
+            configs,
+            false,
+        )
+        .await
+        {
+            Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => {}
+            Err((code, msg)) => {
+                tracing::warn!(?code, "creating {OFFSETS_TOPIC} failed: {msg}");
+                return refused(
+                    ResponseError::CoordinatorNotAvailable,
+                    format!("cannot create {OFFSETS_TOPIC}: {msg}"),
+                );
+            }
+        }
+    }
+    let state = broker.metadata.state();
+    let index = broker.group_coordinator.partition_of(broker, &key);
+    let leader = state
+        .topic(OFFSETS_TOPIC)
+        .and_then(|t| t.partitions.get(index as usize))
+        .map(|p| p.leader)
+        .and_then(|id| state.broker(id));
+    match leader {
+        Some(b) => Coordinator::default()
+            .with_key(key.clone())
+            .with_node_id(BrokerId(b.broker_id))
+            .with_host(StrBytes::from_string(b.host.clone()))
+            .with_port(i32::from(b.port)),
+        None => refused(
+            ResponseError::CoordinatorNotAvailable,
+            format!("{OFFSETS_TOPIC} partition {index} has no leader"),
+        ),
+    }
+}
