@@ -173,16 +173,33 @@ async fn accept_loop(
     }
 }
 
+/// How often logs with `flush.ms` / `flush.messages` are checked.
+pub const FLUSH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Interval flushes every second; retention and compaction every
+/// `log.retention.check.interval.ms`.
 async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(broker.config.log_retention_check_interval_ms.max(100));
+    let retention_interval =
+        Duration::from_millis(broker.config.log_retention_check_interval_ms.max(100));
+    let mut next_retention = tokio::time::Instant::now() + retention_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(FLUSH_CHECK_INTERVAL.min(retention_interval)) => {}
             _ = shutdown.changed() => return,
         }
         let b = broker.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || b.replicas.run_housekeeping(crate::now_ms())).await;
+        let retention_due = tokio::time::Instant::now() >= next_retention;
+        if retention_due {
+            next_retention += retention_interval;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = crate::now_ms();
+            b.replicas.flush_by_policy(now);
+            if retention_due {
+                b.replicas.enforce_retention_and_compact(now);
+            }
+        })
+        .await;
     }
 }
 
