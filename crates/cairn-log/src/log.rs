@@ -553,7 +553,14 @@ impl PartitionLog {
     /// Validates every batch before writing any (magic 2, lengths, CRC-32C, record count,
     /// timestamps, keys on compacted topics), then assigns offsets from the log end offset,
     /// stamps `partition_leader_epoch` (and, on LogAppendTime topics, the attribute bit and
-    /// `max_timestamp = now_ms`, recomputing the CRC) in `records`, and writes them.
+    /// `max_timestamp = now_ms`, recomputing the CRC) in `records`, and writes them. Rolls
+    /// first when the active segment is full (`segment.bytes`, full index) or older than
+    /// `segment.ms`. A `leader_epoch` above the latest starts a new leader-epoch entry.
+    ///
+    /// Errors: validation errors append nothing. An `Io` error from the write (ENOSPC, short
+    /// write) appends nothing and leaves the log as it was. With `FlushPolicy::EveryAppend` or
+    /// a due `Interval`, an `Io` error from the fsync after the write means the batches *are*
+    /// in the log (readable, `log_end_offset` moved) but not known durable.
     pub fn append_as_leader(
         &mut self,
         records: &mut [u8],
@@ -593,7 +600,11 @@ impl PartitionLog {
     }
 
     /// Appends batches replicated from the leader, keeping their offsets. The first batch must
-    /// start at or after the log end offset and offsets must increase.
+    /// start at or after the log end offset and offsets must increase (gaps are fine: the
+    /// leader's log may be compacted). Checks framing and CRCs like `append_as_leader` but not
+    /// record counts or keys, which the leader already did. Rolls on size and full indexes,
+    /// not on `segment.ms` (this call gets no time). New `partition_leader_epoch` values start
+    /// leader-epoch entries.
     pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
         let headers = self.validate(records, false)?;
         let first = headers[0].0.base_offset;

@@ -311,10 +311,10 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    // 48 cases keep the crate's test run short on a 2-core CI machine; set PROPTEST_CASES
+    // 32 cases keep the crate's test run short on a 2-core CI machine; set PROPTEST_CASES
     // for a longer hunt. Failures are saved next to this file (commit them).
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(32),
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
         )),
