@@ -3,24 +3,27 @@
 //! Owns the cluster's metadata: the [`MetadataRecord`]s that describe every change (a broker
 //! registered, a topic created, a partition's leader moved, a config changed), the
 //! [`ClusterState`] that is a pure function of the records applied so far, the
-//! [`controller`] decisions that turn an admin request into records, and the
-//! [`MetadataLog`] that orders and persists records.
+//! [`controller`] decisions that turn an admin request into records, and the [`quorum`]
+//! (raft-rs; its durable storage on RocksDB behind the cargo feature `rocksdb`) that
+//! orders and replicates them.
 //!
 //! This follows KRaft's shape (KIP-500, KIP-631): every broker answers Metadata,
 //! DescribeConfigs and routing decisions from its local applied copy of one ordered log.
 //!
 //! ## What it must never do
-//! - Read the clock, open sockets or spawn threads: time arrives as arguments, and the
-//!   broker (the tokio shell) drives I/O other than the metadata log's own file.
+//! - Read the clock, open sockets or spawn threads: time arrives as arguments (Raft ticks
+//!   included), messages between voters leave as values, and the broker (the shell)
+//!   carries them. Storage I/O (RocksDB, the legacy log file) is the one exception.
 //! - Apply a record that the controller did not validate: [`ClusterState::apply`] asserts
 //!   the invariants the controller checked, because a record in the log that does not apply
-//!   is a bug, not bad input.
+//!   is a bug, not bad input. The quorum guarantees it by applying an entry only to the
+//!   exact state version it was decided against (see [`quorum`]).
 //!
-//! ## Today and next
-//! On a single node the [`MetadataLog`] is a local append-only file (one voter, trivially
-//! committed once fsynced). The metadata-quorum issue replaces the file with a Raft log
-//! (raft-rs, RocksDB, tonic) and the JSON frame encoding with protobuf; the records, the
-//! state and the controller stay as they are.
+//! ## Formats
+//! Records travel and are stored as JSON (serde, `#[serde(default)]` on later fields);
+//! moving them to protobuf under `proto/` is still to do. [`MetadataLog`] is the
+//! single-node file the broker commits to today; once the broker runs the quorum, it is
+//! read once ([`MetadataLog::read_records`]) to import it on upgrade.
 //!
 //! ## Invariants
 //! - Topic names and topic ids are unique among live topics; a deleted topic's id is never
@@ -30,6 +33,7 @@
 
 pub mod controller;
 mod log;
+pub mod quorum;
 mod records;
 mod state;
 

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::records::{MetadataRecord, PartitionRecord};
 
 /// A registered broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub broker_id: i32,
     pub host: String,
@@ -21,7 +22,7 @@ pub struct BrokerInfo {
 pub type PartitionState = PartitionRecord;
 
 /// A live topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicInfo {
     pub name: String,
     pub topic_id: Uuid,
@@ -32,7 +33,8 @@ pub struct TopicInfo {
 }
 
 /// The cluster metadata as of `applied_records` records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialised as JSON in quorum snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     cluster_id: Option<String>,
     brokers: BTreeMap<i32, BrokerInfo>,
