@@ -44,3 +44,8 @@ pub const LOG_OVERHEAD_BYTES: usize = 12;
 
 /// A relative offset must fit in the 4-byte (signed, like Kafka) field of the indexes.
 pub const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
+
+/// Largest buffer one `read` fills, whatever `max_bytes` the caller passes (a client's fetch
+/// `max_bytes` is an untrusted `i32`): 64 MiB, above Kafka's default `fetch.max.bytes` (50 MiB).
+/// A first batch larger than this is still returned whole when `min_one_batch` is set.
+pub const READ_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -19,8 +19,8 @@ use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::durability::Fsync;
 use crate::error::{IoContext, LogError};
 use crate::limits::{
-    MAX_MESSAGE_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_INDEX_BYTES_MAX,
-    SEGMENT_INDEX_BYTES_MIN,
+    MAX_MESSAGE_BYTES_MAX, READ_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    SEGMENT_INDEX_BYTES_MAX, SEGMENT_INDEX_BYTES_MIN,
 };
 use crate::segment::{LogSegment, file_name};
 
@@ -740,7 +740,10 @@ impl PartitionLog {
             return Ok(empty);
         }
         let avail = seg.size - pos;
-        let want = (max_bytes as u64).max(first.total_len() as u64).min(avail) as usize;
+        // Bounded whatever the caller asks: at most READ_BYTES_MAX, or the first batch.
+        let want = (max_bytes.min(READ_BYTES_MAX) as u64)
+            .max(first.total_len() as u64)
+            .min(avail) as usize;
         let mut buf = vec![0u8; want];
         use std::os::unix::fs::FileExt;
         seg.file()?
