@@ -602,9 +602,9 @@ impl PartitionLog {
     /// Appends batches replicated from the leader, keeping their offsets. The first batch must
     /// start at or after the log end offset and offsets must increase (gaps are fine: the
     /// leader's log may be compacted). Checks framing and CRCs like `append_as_leader` but not
-    /// record counts or keys, which the leader already did. Rolls on size and full indexes,
-    /// not on `segment.ms` (this call gets no time). New `partition_leader_epoch` values start
-    /// leader-epoch entries.
+    /// record counts or keys, which the leader already did. Rolls on size, full indexes, and
+    /// on `segment.ms` measured with the batches' own max timestamps (this call gets no time).
+    /// New `partition_leader_epoch` values start leader-epoch entries.
     pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
         let headers = self.validate(records, false)?;
         let first = headers[0].0.base_offset;
@@ -638,8 +638,11 @@ impl PartitionLog {
         let first = headers[0].0.base_offset;
         let last = headers.last().unwrap().0.last_offset();
         let active = self.segments.last().unwrap();
-        let aged = match (now_ms, active.first_batch_timestamp) {
-            (Some(now), Some(t)) => now.saturating_sub(t) > self.config.segment_ms,
+        // A follower gets no time: the leader's batch timestamps stand in for it, so that
+        // replicas roll on `segment.ms` at about the same offsets.
+        let clock_ms = now_ms.or_else(|| headers.iter().map(|(h, _)| h.max_timestamp).max());
+        let aged = match (clock_ms, active.first_batch_timestamp) {
+            (Some(now), Some(t)) if t >= 0 => now.saturating_sub(t) > self.config.segment_ms,
             _ => false,
         };
         if active.should_roll(buf.len(), self.config.segment_bytes, last)

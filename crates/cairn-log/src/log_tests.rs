@@ -289,6 +289,28 @@ fn rolls_by_time() {
 }
 
 #[test]
+fn followers_roll_by_time_using_batch_timestamps() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = open(
+        d.path(),
+        LogConfig {
+            segment_ms: 1000,
+            ..LogConfig::default()
+        },
+    );
+    let b = |base, ts| {
+        BatchBuilder::new(base)
+            .record(TestRecord::kv(ts, "k", "v"))
+            .build()
+    };
+    log.append_as_follower(&b(0, 10_000)).unwrap();
+    log.append_as_follower(&b(1, 10_900)).unwrap();
+    assert_eq!(log.num_segments(), 1);
+    log.append_as_follower(&b(2, 11_001)).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+}
+
+#[test]
 fn group_commit_ticket_advances_recovery_point() {
     let d = tempfile::tempdir().unwrap();
     let mut log = open(d.path(), small_config());
