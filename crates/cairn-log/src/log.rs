@@ -877,12 +877,16 @@ impl PartitionLog {
         if rp == self.log_end_offset {
             self.unflushed_messages = 0;
         }
-        // Persist the recovery point when it enters a new segment: once per roll, so that
-        // crash recovery scans about one segment, without an extra fsync per group commit.
-        if self.segment_index(self.recovery_point)
-            != self.segment_index(self.persisted_recovery_point.max(0))
-            || self.persisted_recovery_point < 0
-        {
+        // Persist the recovery point when the persisted one is below the base of the segment
+        // holding the recovery point (recovery starts from the segment holding the persisted
+        // value): about once per roll, so that crash recovery scans about one segment,
+        // without an extra fsync per group commit.
+        self.maybe_persist_recovery_point();
+    }
+
+    fn maybe_persist_recovery_point(&mut self) {
+        let base = self.segments[self.segment_index(self.recovery_point)].base_offset;
+        if self.persisted_recovery_point < base {
             if let Err(e) = self.persist_recovery_point() {
                 warn!(error = %e, "could not persist the recovery point; recovery will scan more");
             }
@@ -1084,6 +1088,8 @@ impl PartitionLog {
                 self.persist_leader_epochs()?;
             }
             self.remove_pending(now_ms);
+            // The persisted recovery point may now be below the first segment.
+            self.maybe_persist_recovery_point();
         }
         self.release_idle_handles();
         Ok(removed)

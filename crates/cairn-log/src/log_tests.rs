@@ -823,3 +823,37 @@ fn descriptors_of_idle_segments_are_released() {
     assert_eq!(log.open_file_handles(), 3);
     assert_eq!(read_all(&log).len(), 16);
 }
+
+#[test]
+fn crash_recovery_starts_at_the_recovery_points_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = open(
+        d.path(),
+        LogConfig {
+            file_delete_delay_ms: 0,
+            ..small_config()
+        },
+    );
+    fill(&mut log, 60, 0);
+    log.flush().unwrap();
+    // Retention removes old segments; the persisted recovery point must follow.
+    log.delete_records(30).unwrap();
+    log.delete_old_segments(0).unwrap();
+    let persisted = checkpoint::read_offset(&d.path().join(RECOVERY_POINT_FILE))
+        .unwrap()
+        .unwrap();
+    let bases = log.segment_base_offsets();
+    assert!(
+        persisted >= *bases.last().unwrap(),
+        "{persisted} vs {bases:?}"
+    );
+    drop(log);
+    // Damage the first remaining segment: a crash recovery that scanned it would truncate
+    // there; recovery from the recovery point's segment never looks at it.
+    let first = d.path().join(file_name(bases[0], "log"));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&first, &bytes).unwrap();
+    let log = open(d.path(), small_config());
+    assert_eq!(log.log_end_offset(), 120);
+}
