@@ -110,23 +110,8 @@ fn confluent_kafka() {
     run_script("python3", "tests/python/confluent_kafka_client.py", &[]);
 }
 
-/// Everything but ListOffsets, which kafkajs sends at v3 (see the ignored test below);
-/// DeleteRecords goes through kafkajs's broker layer instead of its admin client, whose
-/// deleteTopicRecords looks offsets up first.
 #[test]
 fn kafkajs() {
-    require_node_modules();
-    run_script(
-        "node",
-        "tests/js/kafkajs_client.js",
-        &["--skip", "list-offsets"],
-    );
-}
-
-#[test]
-#[ignore = "broker bug: ListOffsets v1-v3 responses fail to encode (leader_epoch is set, \
-            a v4+ field), so kafkajs (which speaks v0-v3) times out"]
-fn kafkajs_list_offsets() {
     require_node_modules();
     run_script("node", "tests/js/kafkajs_client.js", &[]);
 }

@@ -6,12 +6,13 @@
 //
 // Covers: admin create topic (3 partitions) / list / metadata / describe configs /
 // AlterConfigs / describeCluster / ListOffsets (earliest, latest, by time; v3, the
-// highest kafkajs speaks — `--skip list-offsets` leaves it out) / DeleteRecords /
-// delete topic; produce keyed records with headers, acks=all, with no
+// highest kafkajs speaks) / DeleteRecords / delete topic; produce keyed records with headers, acks=all, with no
 // compression, gzip (built in) and snappy (kafkajs-snappy, pure JS); lz4 and zstd need
 // native add-ons for kafkajs and are not tested. Reads everything back from the
-// beginning with plain Fetch requests on kafkajs's own cluster/broker layer: kafkajs's
-// consumer always joins a consumer group, and Cairn does not serve groups yet.
+// beginning twice: with plain Fetch requests on kafkajs's own cluster/broker layer
+// (manual assignment: kafkajs's consumer always joins a group), then with a consumer
+// group (join, sync, heartbeats, auto-commit, leave), whose committed offsets, state and
+// listing are checked before the group is deleted.
 // Exits non-zero with a message naming the first mismatch.
 
 'use strict'
@@ -99,11 +100,9 @@ async function readPartition (cluster, topic, partition, offset) {
 }
 
 async function main () {
-  const args = process.argv.slice(2)
-  const bootstrap = args.shift()
-  const skipListOffsets = args.length === 2 && args[0] === '--skip' && args[1] === 'list-offsets'
-  if (!bootstrap || (args.length !== 0 && !skipListOffsets)) {
-    console.error('usage: kafkajs_client.js HOST:PORT [--skip list-offsets]')
+  const bootstrap = process.argv[2]
+  if (!bootstrap || process.argv.length !== 3) {
+    console.error('usage: kafkajs_client.js HOST:PORT')
     process.exit(2)
   }
   const topic = `kjs-${Math.random().toString(16).slice(2, 10)}`
@@ -230,53 +229,71 @@ async function main () {
   }
   step(`read all ${seen.size} records back with Fetch (values, headers, timestamps match)`)
 
-  // --- ListOffsets ----------------------------------------------------------------------
-  // kafkajs speaks ListOffsets v0-v3 only; admin.deleteTopicRecords looks offsets up first.
-  if (skipListOffsets) {
-    step('SKIPPED ListOffsets (--skip list-offsets): Cairn fails to encode ListOffsets v1-v3 ' +
-      'responses (leader_epoch set below v4), so kafkajs times out; see docs/compatibility.md')
-  } else {
-    for (const o of await admin.fetchTopicOffsets(topic)) {
-      check(Number(o.low) === 0, `low offset of partition ${o.partition}: ${o.low}`)
-      check(Number(o.high) === counts[o.partition],
-        `high offset of partition ${o.partition}: ${o.high} != ${counts[o.partition]}`)
-    }
-    for (const o of await admin.fetchTopicOffsetsByTimestamp(topic, beforeMs)) {
-      check(Number(o.offset) === 0, `offset by time ${beforeMs} of partition ${o.partition}: ${o.offset}`)
-    }
-    // After every record: kafkajs maps the broker's -1 to the high watermark.
-    for (const o of await admin.fetchTopicOffsetsByTimestamp(topic, afterMs + 60000)) {
-      check(Number(o.offset) === counts[o.partition],
-        `offset by time (future) of partition ${o.partition}: ${o.offset}`)
-    }
-    const p0 = timestamps[0]
-    if (p0.length >= 2) {
-      const mid = p0[Math.floor(p0.length / 2)]
-      const expected = p0.findIndex(t => t >= mid)
-      const got = (await admin.fetchTopicOffsetsByTimestamp(topic, mid)).find(o => o.partition === 0)
-      check(Number(got.offset) === expected,
-        `offset by time ${mid} of partition 0: ${got.offset} != ${expected}`)
-    }
-    step('ListOffsets earliest/latest/by time match what was read')
+  // --- ListOffsets (v3, the highest kafkajs speaks) ---------------------------------------
+  for (const o of await admin.fetchTopicOffsets(topic)) {
+    check(Number(o.low) === 0, `low offset of partition ${o.partition}: ${o.low}`)
+    check(Number(o.high) === counts[o.partition],
+      `high offset of partition ${o.partition}: ${o.high} != ${counts[o.partition]}`)
   }
+  for (const o of await admin.fetchTopicOffsetsByTimestamp(topic, beforeMs)) {
+    check(Number(o.offset) === 0, `offset by time ${beforeMs} of partition ${o.partition}: ${o.offset}`)
+  }
+  // After every record: kafkajs maps the broker's -1 to the high watermark.
+  for (const o of await admin.fetchTopicOffsetsByTimestamp(topic, afterMs + 60000)) {
+    check(Number(o.offset) === counts[o.partition],
+      `offset by time (future) of partition ${o.partition}: ${o.offset}`)
+  }
+  const p0 = timestamps[0]
+  if (p0.length >= 2) {
+    const mid = p0[Math.floor(p0.length / 2)]
+    const expected = p0.findIndex(t => t >= mid)
+    const got = (await admin.fetchTopicOffsetsByTimestamp(topic, mid)).find(o => o.partition === 0)
+    check(Number(got.offset) === expected,
+      `offset by time ${mid} of partition 0: ${got.offset} != ${expected}`)
+  }
+  step('ListOffsets earliest/latest/by time match what was read')
+
+  // --- consumer group: subscribe, read everything, commit, leave -------------------------
+  const groupId = `${topic}-group`
+  const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000, retry })
+  await consumer.connect()
+  await consumer.subscribe({ topics: [topic], fromBeginning: true })
+  const consumed = new Map()
+  await consumer.run({
+    autoCommit: true,
+    eachMessage: async ({ partition, message }) => {
+      consumed.set(message.key.toString(), { partition, offset: Number(message.offset) })
+    }
+  })
+  await waitFor(`the group consumer to read all ${sent.size} records`, async () => consumed.size === sent.size)
+  for (const [key, r] of consumed) {
+    const s = seen.get(key)
+    check(s && s.partition === r.partition && s.offset === r.offset,
+      `group consumer read ${key} at ${r.partition}/${r.offset}`)
+  }
+  await consumer.disconnect() // commits what was read, then LeaveGroup
+  const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] })
+  for (const p of committed.partitions) {
+    check(Number(p.offset) === counts[p.partition],
+      `committed offset of partition ${p.partition}: ${p.offset} != ${counts[p.partition]}`)
+  }
+  const { groups: described } = await admin.describeGroups([groupId])
+  check(described.length === 1 && described[0].state === 'Empty' && described[0].members.length === 0,
+    `describeGroups after the member left: ${JSON.stringify(described)}`)
+  const { groups: listed } = await admin.listGroups()
+  check(listed.some(g => g.groupId === groupId), `listGroups lacks ${groupId}: ${JSON.stringify(listed)}`)
+  await admin.deleteGroups([groupId])
+  const { groups: listedAfter } = await admin.listGroups()
+  check(!listedAfter.some(g => g.groupId === groupId), `listGroups still has ${groupId} after deleteGroups`)
+  step(`consumer group ${groupId} read all ${consumed.size} records, committed ` +
+    `${JSON.stringify(committed.partitions.map(p => Number(p.offset)))}, was described, listed and deleted`)
 
   // --- DeleteRecords ----------------------------------------------------------------------
   const target = [...Array(PARTITIONS).keys()].reduce((a, b) => (counts[b] > counts[a] ? b : a))
   const cut = Math.floor(counts[target] / 2)
-  if (skipListOffsets) {
-    // The same DeleteRecords request, sent without the admin client's offset look-up.
-    const leader = raw.findTopicPartitionMetadata(topic).find(p => p.partitionId === target).leader
-    const broker = await raw.findBroker({ nodeId: String(leader) })
-    const response = await broker.deleteRecords({
-      topics: [{ topic, partitions: [{ partition: target, offset: String(cut) }] }]
-    })
-    const low = response.topics[0].partitions[0].lowWatermark
-    check(Number(low) === cut, `DeleteRecords low watermark: ${low} != ${cut}`)
-  } else {
-    await admin.deleteTopicRecords({ topic, partitions: [{ partition: target, offset: String(cut) }] })
-    const low = (await admin.fetchTopicOffsets(topic)).find(o => o.partition === target).low
-    check(Number(low) === cut, `low offset after deleteTopicRecords: ${low} != ${cut}`)
-  }
+  await admin.deleteTopicRecords({ topic, partitions: [{ partition: target, offset: String(cut) }] })
+  const low = (await admin.fetchTopicOffsets(topic)).find(o => o.partition === target).low
+  check(Number(low) === cut, `low offset after deleteTopicRecords: ${low} != ${cut}`)
   let refused = null
   try {
     await readPartition(raw, topic, target, cut - 1)
@@ -287,8 +304,8 @@ async function main () {
     `fetch below the log start: ${refused ? refused.type || refused : 'no error'}`)
   const rest = await readPartition(raw, topic, target, cut)
   check(rest.length === counts[target] - cut && rest[0].offset === cut,
-    `after DeleteRecords read ${rest.length} records from ${rest.length && rest[0].offset}`)
-  step(`DeleteRecords moved partition ${target}'s start to ${cut}; a fetch below it is OFFSET_OUT_OF_RANGE`)
+    `after deleteTopicRecords read ${rest.length} records from ${rest.length && rest[0].offset}`)
+  step(`deleteTopicRecords moved partition ${target}'s start to ${cut}; a fetch below it is OFFSET_OUT_OF_RANGE`)
   await raw.disconnect()
 
   // --- delete the topic -------------------------------------------------------------------
@@ -297,7 +314,7 @@ async function main () {
   await admin.disconnect()
   step('deleted the topic')
   console.log(`PASS kafkajs ${kafkajsVersion}: codecs ${codecs.map(c => c[0]).join(',')}; ` +
-    `not tested: ${skipped.join(',')}${skipListOffsets ? '; ListOffsets skipped' : ''}`)
+    `not tested: ${skipped.join(',')}`)
 }
 
 main().then(
