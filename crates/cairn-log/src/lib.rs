@@ -35,10 +35,12 @@
 //!   [`batch`] for the 61-byte header layout). Nothing else: no file header or footer. Below
 //!   2 GiB ([`limits::SEGMENT_BYTES_MAX`]).
 //! - `<base>.index`: entries of 8 bytes, big-endian: `u32` offset relative to `<base>` (of the
-//!   last record of a batch), `u32` byte position of that batch in `<base>.log`. One entry
-//!   after every `index.interval.bytes` of log. Preallocated (zero-filled) to
-//!   `segment.index.bytes` and mmapped while the segment is active; trimmed to its entries on
-//!   roll and close.
+//!   last record of a batch; below 2^31 like Kafka's signed field, a segment rolls before),
+//!   `u32` byte position of that batch in `<base>.log`. One entry after every
+//!   `index.interval.bytes` of log. While the segment is active the file is extended
+//!   (sparsely) to `segment.index.bytes`, mmapped, and its blocks allocated 64 KiB ahead of
+//!   the entries; on roll and close it is trimmed to its entries. A file that does not end
+//!   with increasing entries (a lost trim after a crash) is rebuilt.
 //! - `<base>.timeindex`: entries of 12 bytes, big-endian: `i64` largest batch `max_timestamp`
 //!   seen so far in the segment, `u32` relative offset of the batch that first reached it.
 //!   Written alongside offset-index entries when the timestamp grew, plus a final entry on
@@ -59,9 +61,11 @@
 //! a crash, segments from the one holding the persisted recovery point on are scanned batch by
 //! batch (length, CRC-32C, increasing offsets); the first invalid or torn batch and everything
 //! after it is truncated (logged with the file, position and reason), later segments are
-//! deleted, indexes are rebuilt and the recovered data is fsync'ed. The persisted recovery
-//! point is written when it enters a new segment and at close, so a crash scans about one
-//! segment.
+//! deleted, indexes are rebuilt and the recovered data is fsync'ed. Older segments only get a
+//! cheap index sanity check (and a rebuild if it fails). The persisted recovery point is
+//! rewritten whenever it falls below the base of the recovery point's segment (about once per
+//! roll) and at close, so a crash scans about one segment. A clean-shutdown marker whose
+//! segments fail the same checks falls back to crash recovery from the failing segment.
 //!
 //! After a power cut the log is always a valid prefix of what was appended, and contains:
 //! - `FlushPolicy::EveryAppend`: every batch whose append returned `Ok`;
