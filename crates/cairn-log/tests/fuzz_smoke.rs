@@ -107,3 +107,33 @@ proptest! {
         fuzz_append(d.path(), &data);
     }
 }
+
+/// Writes seed inputs for the cargo-fuzz targets (`fuzz/seeds/<target>/`), so the fuzzers
+/// start from valid segments and batches of every codec instead of empty inputs:
+/// `cargo test -p cairn-log --test fuzz_smoke write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for target in ["recover_segment", "append_batch"] {
+        std::fs::create_dir_all(root.join(target)).unwrap();
+    }
+    for codec in 0u8..5 {
+        for n in [1usize, 3] {
+            let batches = valid_batches(n, codec);
+            for mode in [0u8, 1, 2, 3] {
+                let seed = [vec![mode], batches.clone()].concat();
+                std::fs::write(
+                    root.join(format!("recover_segment/codec{codec}-n{n}-mode{mode}")),
+                    seed,
+                )
+                .unwrap();
+            }
+            std::fs::write(
+                root.join(format!("append_batch/codec{codec}-n{n}")),
+                &batches,
+            )
+            .unwrap();
+        }
+    }
+}
