@@ -217,6 +217,19 @@ async fn three_then_four(assignor: &str) {
     let seen: Seen = Arc::default();
     let extra = [("partition.assignment.strategy", assignor)];
 
+    // Creating `__consumer_offsets` and loading the group's partition happen on the
+    // first FindCoordinator/OffsetFetch; do them first so the timing below is the
+    // rebalance itself.
+    let warm: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    warm.committed_offsets(tpl, TIMEOUT).expect("OffsetFetch");
+    drop(warm);
+
     let started = Instant::now();
     let a = Member::start(&broker, &group, &topic, &extra, seen.clone());
     let b = Member::start(&broker, &group, &topic, &extra, seen.clone());
