@@ -701,3 +701,37 @@ for k, v in out.items():
         "deleted: {stdout}"
     );
 }
+
+/// A broker restart in the middle of a rebalance (a third member has just asked to join):
+/// the group reloads from `__consumer_offsets`, the three members end up sharing the
+/// partitions, and every record, before and after the restart, is read at least once.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_restart_during_a_rebalance() {
+    let mut broker = BrokerProcess::start_with(BROKER_FLAGS);
+    let topic = "restart-rebalance";
+    let group = "group-restart";
+    create_topic(&broker, topic, PARTITIONS).await;
+    let mut produced = produce(&broker, topic, 300, "before").await;
+    let seen: Seen = Arc::default();
+    let a = Member::start(&broker, group, topic, &[], seen.clone());
+    let b = Member::start(&broker, group, topic, &[], seen.clone());
+    wait_until("two members share the partitions", || {
+        partitioned(&assignments(&[&a, &b]), PARTITIONS)
+    });
+    let c = Member::start(&broker, group, topic, &[], seen.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    broker.restart();
+    produced.extend(produce(&broker, topic, 300, "after").await);
+    let took = wait_until(
+        "three members share the partitions after the restart",
+        || partitioned(&assignments(&[&a, &b, &c]), PARTITIONS),
+    );
+    eprintln!("group settled {took:?} after the broker restart");
+    wait_until("every record is read at least once", || {
+        let seen = seen.lock().unwrap();
+        produced.iter().all(|r| seen.contains(r))
+    });
+    for m in [a, b, c] {
+        m.stop();
+    }
+}
