@@ -128,7 +128,9 @@ fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
                 // against it). Closing the connection makes the client retry at once
                 // instead of waiting out its request timeout.
                 tracing::error!(?api_key, version, error = %e, "failed to encode response");
-                Err(format!("failed to encode the {api_key:?} v{version} response: {e}"))
+                Err(format!(
+                    "failed to encode the {api_key:?} v{version} response: {e}"
+                ))
             }
         }
     })

@@ -11,7 +11,9 @@ use cairn_broker::handlers::APIS;
 use cairn_broker::{Broker, BrokerConfig};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,7 +41,15 @@ fn batch() -> Bytes {
         headers: Default::default(),
     };
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
     buf.freeze()
 }
 
@@ -49,59 +59,132 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
     let scratch = format!("sweep-{}-v{version}", api as i16);
     match api {
         ApiKey::Produce => RequestKind::Produce(
-            ProduceRequest::default().with_acks(1).with_timeout_ms(5_000).with_topic_data(vec![
-                produce_request::TopicProduceData::default()
-                    .with_name(if version < 13 { name(TOPIC) } else { name("") })
-                    .with_topic_id(if version >= 13 { topic_id } else { uuid::Uuid::nil() })
-                    .with_partition_data(vec![produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch()))]),
-            ]),
+            ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5_000)
+                .with_topic_data(vec![
+                    produce_request::TopicProduceData::default()
+                        .with_name(if version < 13 { name(TOPIC) } else { name("") })
+                        .with_topic_id(if version >= 13 {
+                            topic_id
+                        } else {
+                            uuid::Uuid::nil()
+                        })
+                        .with_partition_data(vec![
+                            produce_request::PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(batch())),
+                        ]),
+                ]),
         ),
         ApiKey::Fetch => RequestKind::Fetch(
-            FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![
-                fetch_request::FetchTopic::default()
-                    .with_topic(if version < 13 { name(TOPIC) } else { name("") })
-                    .with_topic_id(if version >= 13 { topic_id } else { uuid::Uuid::nil() })
-                    .with_partitions(vec![fetch_request::FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20)]),
+            FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![
+                    fetch_request::FetchTopic::default()
+                        .with_topic(if version < 13 { name(TOPIC) } else { name("") })
+                        .with_topic_id(if version >= 13 {
+                            topic_id
+                        } else {
+                            uuid::Uuid::nil()
+                        })
+                        .with_partitions(vec![
+                            fetch_request::FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                ]),
+        ),
+        ApiKey::ListOffsets => RequestKind::ListOffsets(
+            ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(name(TOPIC))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-2),
+                    ]),
             ]),
         ),
-        ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
-            list_offsets_request::ListOffsetsTopic::default().with_name(name(TOPIC)).with_partitions(vec![
-                list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2),
-            ]),
-        ])),
-        ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
-            metadata_request::MetadataRequestTopic::default().with_name(Some(name(TOPIC))),
-        ]))),
-        ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default().with_timeout_ms(5_000).with_topics(vec![
-            create_topics_request::CreatableTopic::default().with_name(name(&scratch)).with_num_partitions(1).with_replication_factor(1),
-        ])),
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name(TOPIC))),
+            ])))
+        }
+        ApiKey::CreateTopics => RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(name(&scratch))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                ]),
+        ),
         ApiKey::DeleteTopics => RequestKind::DeleteTopics(if version >= 6 {
-            DeleteTopicsRequest::default().with_topics(vec![delete_topics_request::DeleteTopicState::default().with_name(Some(name(&scratch)))])
+            DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_name(Some(name(&scratch))),
+            ])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![name(&scratch)])
         }),
-        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
-            delete_records_request::DeleteRecordsTopic::default().with_name(name(TOPIC)).with_partitions(vec![
-                delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(0),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name(TOPIC))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(0),
+                    ]),
             ]),
-        ])),
-        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
-            describe_configs_request::DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str(TOPIC)),
-            describe_configs_request::DescribeConfigsResource::default().with_resource_type(4).with_resource_name(StrBytes::from_static_str("1")),
-        ])),
-        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
-            alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str(TOPIC)).with_configs(vec![
-                alter_configs_request::AlterableConfig::default().with_name(StrBytes::from_static_str("retention.ms")).with_value(Some(StrBytes::from_static_str("86400000"))),
+        ),
+        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(TOPIC)),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("1")),
             ]),
-        ])),
-        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
-            incremental_alter_configs_request::AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str(TOPIC)).with_configs(vec![
-                incremental_alter_configs_request::AlterableConfig::default().with_name(StrBytes::from_static_str("retention.ms")).with_config_operation(1),
+        ),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(
+            AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(TOPIC))
+                    .with_configs(vec![
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_static_str("86400000"))),
+                    ]),
             ]),
-        ])),
-        ApiKey::CreatePartitions => RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_timeout_ms(5_000).with_topics(vec![
-            create_partitions_request::CreatePartitionsTopic::default().with_name(name(TOPIC)).with_count(1 + version as i32 + 1),
-        ])),
+        ),
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str(TOPIC))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_config_operation(1),
+                    ]),
+            ]),
+        ),
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name(TOPIC))
+                        .with_count(1 + version as i32 + 1),
+                ]),
+        ),
         ApiKey::ApiVersions => RequestKind::ApiVersions(
             ApiVersionsRequest::default()
                 .with_client_software_name(StrBytes::from_static_str("sweep"))
@@ -109,7 +192,8 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
         ApiKey::FindCoordinator => RequestKind::FindCoordinator(if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_static_str("sweep-group")])
+            FindCoordinatorRequest::default()
+                .with_coordinator_keys(vec![StrBytes::from_static_str("sweep-group")])
         } else {
             FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("sweep-group"))
         }),
@@ -127,7 +211,13 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
     }
 }
 
-async fn call(stream: &mut TcpStream, api: ApiKey, version: i16, correlation_id: i32, request: &RequestKind) -> Result<ResponseKind, String> {
+async fn call(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &RequestKind,
+) -> Result<ResponseKind, String> {
     let mut buf = BytesMut::new();
     buf.put_i32(0);
     RequestHeader::default()
@@ -137,7 +227,9 @@ async fn call(stream: &mut TcpStream, api: ApiKey, version: i16, correlation_id:
         .with_client_id(Some(StrBytes::from_static_str("version-sweep")))
         .encode(&mut buf, api.request_header_version(version))
         .map_err(|e| format!("encoding header: {e}"))?;
-    request.encode(&mut buf, version).map_err(|e| format!("encoding request: {e}"))?;
+    request
+        .encode(&mut buf, version)
+        .map_err(|e| format!("encoding request: {e}"))?;
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     stream.write_all(&buf).await.map_err(|e| e.to_string())?;
@@ -151,9 +243,13 @@ async fn call(stream: &mut TcpStream, api: ApiKey, version: i16, correlation_id:
         .await
         .map_err(|_| "no response (the broker failed to encode it?)".to_owned())?
         .map_err(|e| format!("connection closed: {e}"))?;
-    let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).map_err(|e| e.to_string())?;
+    let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
+        .map_err(|e| e.to_string())?;
     if header.correlation_id != correlation_id {
-        return Err(format!("correlation id {} != {correlation_id}", header.correlation_id));
+        return Err(format!(
+            "correlation id {} != {correlation_id}",
+            header.correlation_id
+        ));
     }
     ResponseKind::decode(api, &mut body, version).map_err(|e| format!("decoding response: {e:#}"))
 }
@@ -161,10 +257,23 @@ async fn call(stream: &mut TcpStream, api: ApiKey, version: i16, correlation_id:
 #[tokio::test(flavor = "multi_thread")]
 async fn every_advertised_version_is_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerConfig::new(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let broker = Broker::start(BrokerConfig::new(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
     let mut stream = TcpStream::connect(broker.local_addr()).await.unwrap();
     // Create the sweep topic and learn its id.
-    let ResponseKind::Metadata(m) = call(&mut stream, ApiKey::Metadata, 12, 1, &request(ApiKey::Metadata, 12, uuid::Uuid::nil())).await.unwrap() else {
+    let ResponseKind::Metadata(m) = call(
+        &mut stream,
+        ApiKey::Metadata,
+        12,
+        1,
+        &request(ApiKey::Metadata, 12, uuid::Uuid::nil()),
+    )
+    .await
+    .unwrap() else {
         panic!("Metadata answered with another type")
     };
     assert_eq!(m.topics[0].error_code, 0);
@@ -186,6 +295,10 @@ async fn every_advertised_version_is_answered() {
             }
         }
     }
-    assert!(failures.is_empty(), "unanswered versions:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "unanswered versions:\n{}",
+        failures.join("\n")
+    );
     broker.shutdown().await;
 }
