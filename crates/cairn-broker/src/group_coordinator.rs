@@ -19,6 +19,12 @@
 //! - Timers: a task ticks every state machine every [`TICK_INTERVAL_MS`] (session expiry,
 //!   rebalance timeouts, the initial rebalance delay, offset retention).
 //!
+//! - A failed append or fsync turns the call's answers into COORDINATOR_NOT_AVAILABLE
+//!   (clients look the coordinator up again and retry), but the state machine has already
+//!   moved on; the log catches up with the next successful write of those groups, and a
+//!   restart reloads what is durable. Replication will make such failures a leadership
+//!   change (unload, reload) instead.
+//!
 //! ## Threads
 //! State machines sit behind `parking_lot` mutexes held only for the synchronous call and
 //! the append (page-cache write); fsync waits happen outside them.

@@ -777,6 +777,13 @@ impl Sim {
     }
 
     fn apply(&mut self, op: &Op) {
+        if self.c.group_state("g").is_none() {
+            // An Empty group without offsets is removed (as Kafka does when it expires
+            // offsets); a new incarnation starts again at generation 0.
+            self.max_generation = 0;
+            self.leaders.clear();
+            self.delivered.clear();
+        }
         match *op {
             Op::Step(i) => self.step(i),
             Op::Commit(i) => self.commit(i),
