@@ -20,3 +20,21 @@ ci:
 # Micro-benchmarks of the log engine (append, read, open), next to raw disk figures.
 bench-log:
     cargo bench -p cairn-log
+
+# Fuzz request decoding and record-batch validation (TARGET: request_decode,
+# batch_validate or all; SECONDS each). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1
+# allows them on stable. Builds in fuzz/target, starts from fuzz/seeds, keeps new inputs
+# in fuzz/corpus and crashes in fuzz/artifacts. No sanitizer (-s none): the code under
+# test is safe Rust decoding (the C zstd is not instrumented anyway), so ASan would only slow
+# the build and the runs; panics, overflows and aborts are what the targets catch.
+fuzz TARGET="all" SECONDS="120":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    targets="{{TARGET}}"
+    if [ "$targets" = all ]; then targets="request_decode batch_validate"; fi
+    for t in $targets; do
+        mkdir -p "fuzz/corpus/$t"
+        CARGO_TARGET_DIR=fuzz/target RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$t" \
+            "fuzz/corpus/$t" "fuzz/seeds/$t" -- -max_total_time={{SECONDS}}
+    done
