@@ -196,64 +196,20 @@ impl GroupCoordinator {
             .replicas
             .get(OFFSETS_TOPIC, index)
             .ok_or_else(not_coordinator)?;
-        let shard = self.load(partition)?;
+        let shard = self.load(partition).await?;
         let shard = Arc::new(Mutex::new(shard));
         self.shards.lock().insert(index, shard.clone());
         Ok(shard)
     }
 
-    /// Replays a partition's records into a new state machine.
-    fn load(&self, partition: Arc<Partition>) -> Result<Shard, CoordinatorError> {
-        let started = std::time::Instant::now();
-        let now_ms = crate::now_ms();
-        let mut machine =
-            cairn_group::GroupCoordinator::new(self.config.clone(), self.member_id_seed);
-        let mut offset = partition.log_start_offset();
-        let mut records = 0u64;
-        let end = partition.high_watermark();
-        while offset < end {
-            let info = partition
-                .read(offset, LOAD_READ_BYTES, true)
-                .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-            if info.records.is_empty() {
-                break;
-            }
-            for batch in cairn_log::Batches::new(&info.records) {
-                let (header, bytes) =
-                    batch.map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-                offset = header.last_offset() + 1;
-                if header.is_control() {
-                    continue;
-                }
-                let decoded = cairn_log::batch::decode_records(bytes)
-                    .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-                for r in decoded {
-                    let Some(key) = &r.key else { continue };
-                    match GroupRecord::decode(key, r.value.as_deref()) {
-                        Ok(Some(record)) => {
-                            machine.replay(record, now_ms);
-                            records += 1;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            // A record we cannot read is skipped, loudly: refusing to load
-                            // would take every group of the partition down with it.
-                            tracing::error!(partition = partition.index, error = %e, "skipping an undecodable group record");
-                        }
-                    }
-                }
-            }
-        }
-        machine.finish_loading(now_ms);
-        machine.take_effects();
-        tracing::info!(
-            partition = partition.index,
-            records,
-            groups = machine.list_groups().len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded group coordinator partition"
-        );
-        Ok(Shard { machine, partition })
+    /// Replays a partition's records into a new state machine, on a blocking thread (a
+    /// large partition is read in full).
+    async fn load(&self, partition: Arc<Partition>) -> Result<Shard, CoordinatorError> {
+        let config = self.config.clone();
+        let seed = self.member_id_seed;
+        tokio::task::spawn_blocking(move || load_partition(config, seed, partition))
+            .await
+            .map_err(|e| CoordinatorError::Storage(format!("loading task failed: {e}")))?
     }
 
     /// Loads every hosted partition of the offsets topic (at startup).
@@ -271,7 +227,7 @@ impl GroupCoordinator {
                 continue;
             }
             let partition = broker.replicas.get(OFFSETS_TOPIC, index).expect("checked");
-            match self.load(partition) {
+            match self.load(partition).await {
                 Ok(shard) => {
                     self.shards
                         .lock()
@@ -521,6 +477,62 @@ impl GroupCoordinator {
             self.deliver(effects, durable.is_ok());
         }
     }
+}
+
+/// Replays a partition's records into a new state machine. Blocking.
+fn load_partition(
+    config: GroupConfig,
+    member_id_seed: u64,
+    partition: Arc<Partition>,
+) -> Result<Shard, CoordinatorError> {
+    let started = std::time::Instant::now();
+    let now_ms = crate::now_ms();
+    let mut machine = cairn_group::GroupCoordinator::new(config, member_id_seed);
+    let mut offset = partition.log_start_offset();
+    let mut records = 0u64;
+    let end = partition.high_watermark();
+    while offset < end {
+        let info = partition
+            .read(offset, LOAD_READ_BYTES, true)
+            .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+        if info.records.is_empty() {
+            break;
+        }
+        for batch in cairn_log::Batches::new(&info.records) {
+            let (header, bytes) = batch.map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+            offset = header.last_offset() + 1;
+            if header.is_control() {
+                continue;
+            }
+            let decoded = cairn_log::batch::decode_records(bytes)
+                .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+            for r in decoded {
+                let Some(key) = &r.key else { continue };
+                match GroupRecord::decode(key, r.value.as_deref()) {
+                    Ok(Some(record)) => {
+                        machine.replay(record, now_ms);
+                        records += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // A record we cannot read is skipped, loudly: refusing to load
+                        // would take every group of the partition down with it.
+                        tracing::error!(partition = partition.index, error = %e, "skipping an undecodable group record");
+                    }
+                }
+            }
+        }
+    }
+    machine.finish_loading(now_ms);
+    machine.take_effects();
+    tracing::info!(
+        partition = partition.index,
+        records,
+        groups = machine.list_groups().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded group coordinator partition"
+    );
+    Ok(Shard { machine, partition })
 }
 
 /// The error a client gets when its answer's records could not be made durable.
