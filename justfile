@@ -21,6 +21,11 @@ ci:
 bench-log:
     cargo bench -p cairn-log
 
+# End-to-end load figures of a fresh single broker (produce, consume, end-to-end latency)
+# next to this machine's raw disk and loopback limits; JSON in bench-results/.
+bench:
+    bash scripts/bench.sh
+
 # Fuzz request decoding and record-batch validation (TARGET: request_decode,
 # batch_validate or all; SECONDS each). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1
 # allows them on stable. Builds in fuzz/target, starts from fuzz/seeds, keeps new inputs
