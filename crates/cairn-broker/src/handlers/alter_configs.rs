@@ -7,7 +7,6 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::describe_configs::RESOURCE_TOPIC;
 use super::topics::alter_topic_configs;
 
 pub async fn handle(ctx: RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -16,37 +15,30 @@ pub async fn handle(ctx: RequestContext, request: AlterConfigsRequest) -> AlterC
         let result = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let outcome = if resource.resource_type != RESOURCE_TOPIC {
-            Err((
-                ResponseError::InvalidRequest,
-                "only topic configs can be altered; broker settings come from the config file"
-                    .to_owned(),
-            ))
-        } else {
-            let configs: Vec<(String, Option<String>)> = resource
-                .configs
-                .iter()
-                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
-                .collect();
-            alter_topic_configs(
-                &ctx.broker,
-                resource.resource_name.to_string(),
-                request.validate_only,
-                move |_| {
-                    configs
-                        .into_iter()
-                        .map(|(k, v)| match v {
-                            Some(v) => Ok((k, v)),
-                            None => Err((
-                                ResponseError::InvalidConfig,
-                                format!("config '{k}' has a null value"),
-                            )),
-                        })
-                        .collect()
-                },
-            )
-            .await
-        };
+        let configs: Vec<(String, Option<String>)> = resource
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+            .collect();
+        let outcome = alter_topic_configs(
+            &ctx.broker,
+            resource.resource_type,
+            resource.resource_name.to_string(),
+            request.validate_only,
+            move |_| {
+                configs
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => Ok((k, v)),
+                        None => Err((
+                            ResponseError::InvalidConfig,
+                            format!("config '{k}' has a null value"),
+                        )),
+                    })
+                    .collect()
+            },
+        )
+        .await;
         responses.push(match outcome {
             Ok(()) => result,
             Err((code, msg)) => result

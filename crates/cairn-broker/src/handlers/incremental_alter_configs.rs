@@ -9,7 +9,6 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::describe_configs::RESOURCE_TOPIC;
 use super::topics::{Refusal, alter_topic_configs};
 
 const OP_SET: i8 = 0;
@@ -28,30 +27,25 @@ pub async fn handle(
         let result = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let outcome = if resource.resource_type != RESOURCE_TOPIC {
-            Err((
-                ResponseError::InvalidRequest,
-                "only topic configs can be altered; broker settings come from the config file"
-                    .to_owned(),
-            ))
-        } else {
-            let name = resource.resource_name.to_string();
-            let ops: Vec<(String, i8, Option<String>)> = resource
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.to_string(),
-                        c.config_operation,
-                        c.value.as_ref().map(|v| v.to_string()),
-                    )
-                })
-                .collect();
-            alter_topic_configs(&ctx.broker, name, request.validate_only, move |current| {
-                apply_ops(current, &ops)
+        let ops: Vec<(String, i8, Option<String>)> = resource
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
             })
-            .await
-        };
+            .collect();
+        let outcome = alter_topic_configs(
+            &ctx.broker,
+            resource.resource_type,
+            resource.resource_name.to_string(),
+            request.validate_only,
+            move |current| apply_ops(current, &ops),
+        )
+        .await;
         responses.push(match outcome {
             Ok(()) => result,
             Err((code, msg)) => result

@@ -94,15 +94,24 @@ pub async fn create_topic(
 
 /// Replaces topic `name`'s config overrides with what `compute` makes of the current ones,
 /// validated, committed through the metadata log (unless `validate_only`) and applied to
-/// the hosted partitions.
+/// the hosted partitions. Only topic resources can be altered: broker settings come from
+/// the config file.
 pub async fn alter_topic_configs(
     broker: &Arc<Broker>,
+    resource_type: i8,
     name: String,
     validate_only: bool,
     compute: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Refusal>
     + Send
     + 'static,
 ) -> Result<(), Refusal> {
+    if resource_type != super::describe_configs::RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered; broker settings come from the config file"
+                .to_owned(),
+        ));
+    }
     let b = broker.clone();
     super::blocking(move || {
         let decide = |state: &cairn_meta::ClusterState| -> Result<Vec<MetadataRecord>, Refusal> {
