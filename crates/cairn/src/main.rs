@@ -43,6 +43,8 @@ enum Command {
     Produce(cli::ProduceArgs),
     /// Print records of a partition as lines.
     Consume(cli::ConsumeArgs),
+    /// List, describe, show the lag of, reset the offsets of and delete consumer groups.
+    Group(cli::GroupArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -132,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             Command::Topic(args) => cli::topic(args).await,
             Command::Produce(args) => cli::produce(args).await,
             Command::Consume(args) => cli::consume(args).await,
+            Command::Group(args) => cli::group(args).await,
         }
     })
 }

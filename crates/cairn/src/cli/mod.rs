@@ -25,17 +25,27 @@ macro_rules! outln {
 
 mod client;
 mod consume;
+mod group;
 mod partitioner;
 mod produce;
 mod topic;
 
 pub use consume::{ConsumeArgs, consume};
+pub use group::GroupArgs;
 pub use produce::{ProduceArgs, produce};
 pub use topic::TopicArgs;
 
 /// Runs `cairn topic ...`.
 pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
     match topic::topic(args).await {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        result => result,
+    }
+}
+
+/// Runs `cairn group ...`.
+pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
+    match group::group(args).await {
         Err(e) if is_broken_pipe(&e) => Ok(()),
         result => result,
     }
