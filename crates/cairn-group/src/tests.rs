@@ -455,6 +455,72 @@ fn group_max_size_counts_pending_members() {
 }
 
 #[test]
+fn oversized_metadata_assignments_and_commit_metadata_are_refused() {
+    let small = GroupConfig {
+        member_metadata_max_bytes: 64,
+        offset_metadata_max_bytes: 8,
+        ..config(0)
+    };
+    let mut c = GroupCoordinator::new(small, 1);
+    let mut big = join_req("", None, &["range"]);
+    big.protocols[0].1 = Bytes::from(vec![0u8; 100]);
+    c.join_group(1, big, 0);
+    assert!(matches!(
+        joins(&c.take_effects())[&1],
+        Err(GroupError::MemberMetadataTooLarge {
+            bytes: 105,
+            max_bytes: 64,
+            ..
+        })
+    ));
+    let ids = stable_group(&mut c, 1);
+    // A fresh rebalance, then a leader assignment over the bound.
+    c.join_group(2, join_req(&ids[0], None, &["range", "roundrobin"]), 10);
+    let generation = joins(&c.take_effects())[&2].as_ref().unwrap().generation_id;
+    let huge = "x".repeat(65);
+    c.sync_group(3, sync_req(&ids[0], generation, &[(&ids[0], &huge)]), 11);
+    assert!(matches!(
+        syncs(&c.take_effects())[&3],
+        Err(GroupError::MemberMetadataTooLarge {
+            what: "assignment",
+            ..
+        })
+    ));
+    assert_eq!(
+        c.group_state("g"),
+        Some((GroupState::CompletingRebalance, generation))
+    );
+    c.sync_group(4, sync_req(&ids[0], generation, &[(&ids[0], "ok")]), 12);
+    c.take_effects();
+    let mut commit = commit_req(&ids[0], generation, 1);
+    commit.offsets[0].metadata = Some("123456789".into());
+    commit.offsets.push(OffsetCommit {
+        topic: "t".into(),
+        partition: 1,
+        offset: 2,
+        leader_epoch: -1,
+        metadata: None,
+    });
+    let results = c.commit_offsets(&commit, 13).unwrap();
+    assert!(matches!(
+        &results[..],
+        [
+            Err(GroupError::OffsetMetadataTooLarge {
+                bytes: 9,
+                max_bytes: 8
+            }),
+            Ok(())
+        ]
+    ));
+    assert_eq!(
+        c.fetch_offsets("g", None).len(),
+        1,
+        "only the valid partition is stored"
+    );
+    c.check_invariants();
+}
+
+#[test]
 fn invalid_session_timeout_and_unknown_member_on_new_group() {
     let mut c = GroupCoordinator::new(config(0), 1);
     let mut r = join_req("", None, &["range"]);
