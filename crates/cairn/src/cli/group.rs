@@ -302,6 +302,16 @@ impl Coordinator {
                 self.refind(cluster).await?;
                 continue;
             }
+            if g.error_code == ResponseError::GroupIdNotFound.code() {
+                // DescribeGroups v6 (KIP-1043) reports a group that does not exist as
+                // GROUP_ID_NOT_FOUND; earlier versions as the state Dead.
+                return Ok(GroupDescription {
+                    state: "Dead".to_owned(),
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                });
+            }
             if g.error_code != 0 {
                 bail!(
                     "cannot describe group '{}': {}",
