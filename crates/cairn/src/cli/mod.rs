@@ -1,4 +1,5 @@
-//! Kafka-protocol client commands: `cairn topic`, `cairn produce`, `cairn consume`.
+//! Kafka-protocol client commands: `cairn topic`, `cairn produce`, `cairn consume`,
+//! `cairn group`.
 //!
 //! They speak only the Kafka protocol (via the `kafka-protocol` crate), never Cairn's
 //! internals, so they work against any Kafka-compatible broker: Cairn, Apache Kafka,
@@ -10,8 +11,10 @@
 //! - `produce`: stdin lines to v2 record batches, partitioned like Kafka's producer
 //!   (`partitioner`: murmur2 of the key).
 //! - `consume`: ListOffsets then a Fetch long-poll loop, one task per leader.
+//! - `group`: consumer groups through their coordinator (FindCoordinator, ListGroups,
+//!   DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups) and ListOffsets for lag.
 //!
-//! `main.rs` calls [`topic`], [`produce`] and [`consume`] on its tokio runtime, one
+//! `main.rs` calls [`topic`], [`produce`], [`consume`] and [`group`] on its tokio runtime, one
 //! command per process; nothing here keeps state across runs.
 
 /// `println!` that returns the write error instead of panicking, so that a closed
