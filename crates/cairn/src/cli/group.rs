@@ -1137,6 +1137,16 @@ async fn reset_offsets(
     let description = coordinator.describe(cluster).await?;
     let committed = coordinator.committed(cluster).await?;
     let inactive = matches!(description.state.as_str(), "Empty" | "Dead");
+    let refusal = || {
+        format!(
+            "group '{group}' is {} with {} member(s): offsets can only be reset while it has no members (Empty); stop its consumers and retry",
+            description.state,
+            description.members.len()
+        )
+    };
+    if args.execute && !inactive {
+        bail!("{}", refusal());
+    }
 
     // Which partitions.
     let mut partitions: BTreeSet<(String, i32)> = BTreeSet::new();
@@ -1228,13 +1238,6 @@ async fn reset_offsets(
     ) {
         outln!("{line}")?;
     }
-    let refusal = || {
-        format!(
-            "group '{group}' is {} with {} member(s): offsets can only be reset while it has no members (Empty); stop its consumers and retry",
-            description.state,
-            description.members.len()
-        )
-    };
     if !args.execute {
         if inactive {
             outln!("dry run: nothing committed; add --execute to commit these offsets")?;
@@ -1245,9 +1248,6 @@ async fn reset_offsets(
             )?;
         }
         return Ok(());
-    }
-    if !inactive {
-        bail!("{}", refusal());
     }
     let results = coordinator.commit(cluster, &plan).await?;
     let mut failed = 0;
