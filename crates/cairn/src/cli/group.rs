@@ -1638,6 +1638,212 @@ mod tests {
         assert!(parse(&["delete"]).is_err());
     }
 
+    /// A broker from before KIP-699/709/1043 (FindCoordinator v3, OffsetFetch v5,
+    /// ListGroups v3, DescribeGroups v2): the single-key, single-group request shapes,
+    /// a retried COORDINATOR_NOT_AVAILABLE, and states filled in by DescribeGroups.
+    #[tokio::test]
+    async fn works_with_an_older_broker() {
+        use bytes::{BufMut, BytesMut};
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::describe_groups_response::{
+            DescribedGroup, DescribedGroupMember,
+        };
+        use kafka_protocol::messages::list_groups_response::ListedGroup;
+        use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+        use kafka_protocol::messages::offset_fetch_response::{
+            OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+        };
+        use kafka_protocol::messages::{
+            ApiKey, ApiVersionsResponse, BrokerId, DescribeGroupsResponse, FindCoordinatorResponse,
+            ListGroupsResponse, MetadataResponse, OffsetFetchResponse, RequestHeader,
+            ResponseHeader,
+        };
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let find_calls = Arc::new(AtomicUsize::new(0));
+        let calls = find_calls.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(size) = socket.read_i32().await else {
+                            return;
+                        };
+                        let mut frame = vec![0u8; size as usize];
+                        socket.read_exact(&mut frame).await.unwrap();
+                        let mut frame = Bytes::from(frame);
+                        let key = i16::from_be_bytes([frame[0], frame[1]]);
+                        let version = i16::from_be_bytes([frame[2], frame[3]]);
+                        let api = ApiKey::try_from(key).unwrap();
+                        let header =
+                            RequestHeader::decode(&mut frame, api.request_header_version(version))
+                                .unwrap();
+                        let mut out = BytesMut::new();
+                        out.put_i32(0);
+                        ResponseHeader::default()
+                            .with_correlation_id(header.correlation_id)
+                            .encode(&mut out, api.response_header_version(version))
+                            .unwrap();
+                        let range = |key: ApiKey, max: i16| {
+                            ApiVersion::default()
+                                .with_api_key(key as i16)
+                                .with_min_version(0)
+                                .with_max_version(max)
+                        };
+                        match api {
+                            ApiKey::ApiVersions => ApiVersionsResponse::default()
+                                .with_api_keys(vec![
+                                    range(ApiKey::ApiVersions, 3),
+                                    range(ApiKey::Metadata, 8),
+                                    range(ApiKey::FindCoordinator, 3),
+                                    range(ApiKey::DescribeGroups, 2),
+                                    range(ApiKey::OffsetFetch, 5),
+                                    range(ApiKey::ListGroups, 3),
+                                ])
+                                .encode(&mut out, version),
+                            ApiKey::Metadata => MetadataResponse::default()
+                                .with_brokers(vec![
+                                    MetadataResponseBroker::default()
+                                        .with_node_id(BrokerId(1))
+                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                        .with_port(i32::from(addr.port())),
+                                ])
+                                .encode(&mut out, version),
+                            ApiKey::FindCoordinator => {
+                                let request =
+                                    FindCoordinatorRequest::decode(&mut frame, version).unwrap();
+                                assert_eq!(request.key.as_str(), "g");
+                                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                                FindCoordinatorResponse::default()
+                                    .with_error_code(if first {
+                                        ResponseError::CoordinatorNotAvailable.code()
+                                    } else {
+                                        0
+                                    })
+                                    .with_node_id(BrokerId(1))
+                                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                    .with_port(i32::from(addr.port()))
+                                    .encode(&mut out, version)
+                            }
+                            ApiKey::DescribeGroups => {
+                                let request =
+                                    DescribeGroupsRequest::decode(&mut frame, version).unwrap();
+                                let assignment = encode(0, &[("t", &[0, 1])], None);
+                                DescribeGroupsResponse::default()
+                                    .with_groups(
+                                        request
+                                            .groups
+                                            .into_iter()
+                                            .map(|g| {
+                                                DescribedGroup::default()
+                                                    .with_group_id(g)
+                                                    .with_group_state(StrBytes::from_static_str(
+                                                        "Stable",
+                                                    ))
+                                                    .with_protocol_type(StrBytes::from_static_str(
+                                                        "consumer",
+                                                    ))
+                                                    .with_protocol_data(StrBytes::from_static_str(
+                                                        "range",
+                                                    ))
+                                                    .with_members(vec![
+                                                        DescribedGroupMember::default()
+                                                            .with_member_id(
+                                                                StrBytes::from_static_str("m-1"),
+                                                            )
+                                                            .with_client_id(
+                                                                StrBytes::from_static_str("c"),
+                                                            )
+                                                            .with_client_host(
+                                                                StrBytes::from_static_str("/h"),
+                                                            )
+                                                            .with_member_assignment(Bytes::from(
+                                                                assignment.clone(),
+                                                            )),
+                                                    ])
+                                            })
+                                            .collect(),
+                                    )
+                                    .encode(&mut out, version)
+                            }
+                            ApiKey::OffsetFetch => {
+                                let request =
+                                    OffsetFetchRequest::decode(&mut frame, version).unwrap();
+                                assert_eq!(request.group_id.0.as_str(), "g");
+                                assert_eq!(request.topics, None, "all topics");
+                                let partition = |p: i32, offset: i64| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(offset)
+                                };
+                                OffsetFetchResponse::default()
+                                    .with_topics(vec![
+                                        OffsetFetchResponseTopic::default()
+                                            .with_name(topic_name("t"))
+                                            .with_partitions(vec![
+                                                partition(0, 5),
+                                                partition(1, -1),
+                                            ]),
+                                    ])
+                                    .encode(&mut out, version)
+                            }
+                            ApiKey::ListGroups => {
+                                let request =
+                                    ListGroupsRequest::decode(&mut frame, version).unwrap();
+                                assert!(request.states_filter.is_empty());
+                                ListGroupsResponse::default()
+                                    .with_groups(vec![
+                                        ListedGroup::default()
+                                            .with_group_id(group_id("g"))
+                                            .with_protocol_type(StrBytes::from_static_str(
+                                                "consumer",
+                                            )),
+                                    ])
+                                    .encode(&mut out, version)
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                        .unwrap();
+                        let size = (out.len() - 4) as i32;
+                        out[..4].copy_from_slice(&size.to_be_bytes());
+                        socket.write_all(&out).await.unwrap();
+                    }
+                });
+            }
+        });
+
+        let timeout = Duration::from_secs(5);
+        let mut cluster = Cluster::connect(&addr.to_string(), timeout).await.unwrap();
+        let mut coordinator = Coordinator::find(&mut cluster, "g", timeout).await.unwrap();
+        assert_eq!(find_calls.load(Ordering::SeqCst), 2, "retried once");
+        let description = coordinator.describe(&mut cluster).await.unwrap();
+        assert_eq!(description.state, "Stable");
+        assert_eq!(description.protocol, "range");
+        assert_eq!(
+            description.members[0].assignment,
+            Ok(vec![("t".to_owned(), vec![0, 1])])
+        );
+        let committed = coordinator.committed(&mut cluster).await.unwrap();
+        assert_eq!(
+            committed.into_iter().collect::<Vec<_>>(),
+            [(("t".to_owned(), 0), 5)],
+            "-1 means no committed offset"
+        );
+        let no_topics: &[String] = &[];
+        cluster.metadata(Some(no_topics), false).await.unwrap();
+        let listed = list_on_broker(&mut cluster, 1, Some(&["Stable".to_owned()]))
+            .await
+            .unwrap();
+        assert_eq!(listed, [("g".to_owned(), "Stable".to_owned())]);
+    }
+
     #[test]
     fn lag_rows_and_table() {
         let row = LagRow {
