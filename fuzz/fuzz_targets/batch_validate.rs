@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         let crc_ok = cairn_log::batch::verify_crc(batch).is_ok();
         let decoded = cairn_log::batch::decode_records(batch);
         if !crc_ok {
-            assert!(decoded.is_err(), "decode_records accepted a batch with a bad CRC");
+            assert!(
+                decoded.is_err(),
+                "decode_records accepted a batch with a bad CRC"
+            );
             let mut fixed = batch.to_vec();
             let crc = crc32c::crc32c(&fixed[ATTRIBUTES_POS..]);
             fixed[CRC_POS..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
