@@ -21,6 +21,8 @@ cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
 out=${BENCH_RESULTS:-$root/bench-results}
 secs=${BENCH_SECONDS:-10}
+# A failed run prints its error, not a page of backtrace.
+export RUST_BACKTRACE=0
 
 echo "== building release binaries"
 cargo build --release -p cairn -p cairn-bench

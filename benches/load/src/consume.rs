@@ -34,10 +34,12 @@ pub struct ConsumeArgs {
     pub timeout_s: f64,
 }
 
-/// A consumer with manual assignment in mind: no group, nothing committed.
+/// A consumer with manual assignment in mind: nothing subscribed, nothing committed.
+/// librdkafka refuses `assign` without a `group.id`, so it gets one that is never joined.
 pub fn consumer(kafka: &KafkaArgs) -> Result<BaseConsumer> {
     kafka
         .config(&[
+            ("group.id", "cairn-bench-unused".into()),
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
             ("enable.partition.eof", "false".into()),
