@@ -2,7 +2,8 @@
 //!
 //! `cairn serve` (the default when no subcommand is given) runs a broker; the other
 //! subcommands are Kafka-protocol clients that work against any Kafka-compatible broker:
-//! `cairn topic create|list|describe|delete`, `cairn produce`, `cairn consume`.
+//! `cairn topic create|list|describe|delete`, `cairn produce`, `cairn consume`,
+//! `cairn group list|describe|lag|reset-offsets|delete`.
 //!
 //! Settings of `cairn serve` come, highest precedence first, from command-line flags,
 //! `CAIRN_*` environment variables, the TOML file named by `--config`, then defaults.
