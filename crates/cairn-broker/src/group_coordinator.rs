@@ -72,6 +72,10 @@ pub enum CoordinatorError {
     /// This broker does not lead the group's `__consumer_offsets` partition.
     #[error("this broker is not the coordinator of group '{group_id}'")]
     NotCoordinator { group_id: String },
+    /// This broker leads the group's partition but has not opened or loaded it yet
+    /// (COORDINATOR_LOAD_IN_PROGRESS: clients retry).
+    #[error("the coordinator of group '{group_id}' is loading")]
+    LoadInProgress { group_id: String },
     /// The partition could not be read or written.
     #[error("group coordinator storage failure: {0}")]
     Storage(String),
@@ -83,6 +87,7 @@ pub enum CoordinatorError {
 pub fn coordinator_error_code(e: &CoordinatorError) -> ResponseError {
     match e {
         CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
+        CoordinatorError::LoadInProgress { .. } => ResponseError::CoordinatorLoadInProgress,
         CoordinatorError::Storage(_) => ResponseError::CoordinatorNotAvailable,
         CoordinatorError::Group(g) => group_error_code(g),
     }
@@ -192,10 +197,22 @@ impl GroupCoordinator {
         if let Some(s) = self.shards.lock().get(&index) {
             return Ok(s.clone());
         }
-        let partition = broker
-            .replicas
-            .get(OFFSETS_TOPIC, index)
-            .ok_or_else(not_coordinator)?;
+        let Some(partition) = broker.replicas.get(OFFSETS_TOPIC, index) else {
+            // Led here but not open yet (the topic was just created): retriable.
+            let led_here = broker
+                .metadata
+                .state()
+                .topic(OFFSETS_TOPIC)
+                .and_then(|t| t.partitions.get(index as usize).map(|p| p.leader))
+                == Some(broker.config.node_id);
+            return Err(if led_here {
+                CoordinatorError::LoadInProgress {
+                    group_id: group_id.to_owned(),
+                }
+            } else {
+                not_coordinator()
+            });
+        };
         let shard = self.load(partition).await?;
         let shard = Arc::new(Mutex::new(shard));
         self.shards.lock().insert(index, shard.clone());

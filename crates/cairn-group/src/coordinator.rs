@@ -23,7 +23,8 @@
 //!   the rebalance timeout) while new members keep arriving, so a starting fleet lands in
 //!   one generation.
 //! - Members awaiting a JoinGroup or SyncGroup answer need no heartbeat; others are
-//!   removed when their session timeout passes without one.
+//!   removed when their session timeout passes without one. A member that got the join
+//!   answer but sends no SyncGroup within the rebalance timeout is removed too.
 //! - A static member (`group.instance.id`) rejoining with a new member id replaces its old
 //!   id (the old one is fenced: FENCED_INSTANCE_ID); in Stable with unchanged protocols it
 //!   gets the current generation back without a rebalance.
@@ -310,6 +311,11 @@ struct Group {
     pending_members: BTreeMap<String, i64>,
     new_member_added: bool,
     join_timer: Option<JoinTimer>,
+    /// Members that got this generation's JoinGroup answer but have not sent SyncGroup,
+    /// and when they must have (the rebalance timeout after the join completed): those
+    /// still missing then are removed, as Kafka's coordinator does since 3.x.
+    pending_sync: BTreeMap<String, ()>,
+    sync_deadline_ms: Option<i64>,
     /// Topics the members subscribe to, for the `consumer` protocol (OffsetDelete, expiry).
     subscribed_topics: Option<Vec<String>>,
     offsets: BTreeMap<(String, i32), OffsetValue>,
@@ -330,6 +336,8 @@ impl Group {
             pending_members: BTreeMap::new(),
             new_member_added: false,
             join_timer: None,
+            pending_sync: BTreeMap::new(),
+            sync_deadline_ms: None,
             subscribed_topics: None,
             offsets: BTreeMap::new(),
         }
@@ -828,6 +836,9 @@ impl GroupCoordinator {
             .members
             .remove(&old_id)
             .expect("static map is consistent");
+        if group.pending_sync.remove(&old_id).is_some() {
+            group.pending_sync.insert(new_id.clone(), ());
+        }
         let fenced = || GroupError::FencedInstanceId {
             group_instance_id: instance.clone(),
             member_id: old_id.clone(),
@@ -900,6 +911,8 @@ impl GroupCoordinator {
     fn prepare_rebalance(&mut self, group_id: &str, now_ms: i64) {
         let initial_delay_ms = i64::from(self.config.initial_rebalance_delay_ms);
         let group = self.groups.get_mut(group_id).expect("exists");
+        group.pending_sync.clear();
+        group.sync_deadline_ms = None;
         if group.state == GroupState::CompletingRebalance {
             let mut answers = Vec::new();
             for m in group.members.values_mut() {
@@ -988,6 +1001,14 @@ impl GroupCoordinator {
         group.protocol_name = Some(group.select_protocol());
         group.compute_subscribed_topics();
         group.transition(GroupState::CompletingRebalance, now_ms);
+        group.pending_sync = group.members.keys().map(|id| (id.clone(), ())).collect();
+        let rebalance_timeout_ms = group
+            .members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0);
+        group.sync_deadline_ms = Some(now_ms + rebalance_timeout_ms);
         let mut answers = Vec::new();
         let ids: Vec<String> = group.members.keys().cloned().collect();
         for id in ids {
@@ -1066,6 +1087,7 @@ impl GroupCoordinator {
                 group_id: req.group_id.clone(),
             }),
             GroupState::Stable => {
+                group.pending_sync.remove(&req.member_id);
                 let m = group.members.get_mut(&req.member_id).expect("validated");
                 touch(m, now_ms);
                 let response = SyncResponse {
@@ -1092,6 +1114,7 @@ impl GroupCoordinator {
                         }
                     }
                 }
+                group.pending_sync.remove(&req.member_id);
                 let m = group.members.get_mut(&req.member_id).expect("validated");
                 touch(m, now_ms);
                 if let Some(previous) = m.awaiting_sync.replace(waiter) {
@@ -1242,6 +1265,7 @@ impl GroupCoordinator {
     fn remove_member_and_update_group(&mut self, group_id: &str, member_id: &str, now_ms: i64) {
         let group = self.groups.get_mut(group_id).expect("exists");
         let m = group.members.remove(member_id).expect("validated");
+        group.pending_sync.remove(member_id);
         if let Some(instance) = &m.group_instance_id {
             group.static_members.remove(instance);
         }
@@ -1546,6 +1570,7 @@ impl GroupCoordinator {
             self.expire_pending_members(id, now_ms);
             self.expire_members(id, now_ms);
             self.fire_join_timer(id, now_ms);
+            self.expire_pending_sync(id, now_ms);
         }
         if now_ms >= self.next_offset_expiry_check_ms {
             self.next_offset_expiry_check_ms =
@@ -1588,6 +1613,31 @@ impl GroupCoordinator {
             }
         }
         for id in expired {
+            if self.groups[group_id].members.contains_key(&id) {
+                self.remove_member_and_update_group(group_id, &id, now_ms);
+            }
+        }
+    }
+
+    fn expire_pending_sync(&mut self, group_id: &str, now_ms: i64) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        let due = group.sync_deadline_ms.is_some_and(|d| d <= now_ms);
+        if !due {
+            return;
+        }
+        group.sync_deadline_ms = None;
+        let missing: Vec<String> = std::mem::take(&mut group.pending_sync)
+            .into_keys()
+            .collect();
+        if !matches!(
+            group.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        ) {
+            return;
+        }
+        for id in missing {
             if self.groups[group_id].members.contains_key(&id) {
                 self.remove_member_and_update_group(group_id, &id, now_ms);
             }
@@ -1826,6 +1876,9 @@ impl GroupCoordinator {
                 GroupState::CompletingRebalance | GroupState::Stable
             ) {
                 assert!(g.protocol_name.is_some());
+            }
+            for id in g.pending_sync.keys() {
+                assert!(g.members.contains_key(id), "pending sync {id} is a member");
             }
             assert_eq!(
                 g.state == GroupState::PreparingRebalance,

@@ -319,6 +319,38 @@ fn rebalance_timeout_drops_members_that_do_not_rejoin() {
 }
 
 #[test]
+fn a_member_that_never_syncs_is_removed_after_the_rebalance_timeout() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let a = get_member_id(&mut c, 1, 0);
+    let b = get_member_id(&mut c, 2, 0);
+    c.join_group(3, join_req(&a, None, &["range"]), 0);
+    c.join_group(4, join_req(&b, None, &["range"]), 0);
+    c.tick(0);
+    let answers = joins(&c.take_effects());
+    let leader = answers[&3].as_ref().unwrap().leader_id.clone();
+    let follower = if leader == a { b.clone() } else { a.clone() };
+    c.sync_group(5, sync_req(&leader, 1, &[(&a, "pa"), (&b, "pb")]), 1);
+    c.take_effects();
+    // The follower heartbeats (so its session never expires) but never syncs.
+    let mut t = 0;
+    while t < i64::from(REBALANCE_MS) {
+        t += 1_000;
+        let _ = c.heartbeat("g", &leader, None, 1, t);
+        let _ = c.heartbeat("g", &follower, None, 1, t);
+        c.tick(t);
+    }
+    assert_eq!(
+        c.group_state("g"),
+        Some((GroupState::PreparingRebalance, 1))
+    );
+    assert!(matches!(
+        c.heartbeat("g", &follower, None, 1, t),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    c.check_invariants();
+}
+
+#[test]
 fn static_member_restart_keeps_generation_and_fences_old_id() {
     let mut c = GroupCoordinator::new(config(0), 1);
     c.join_group(1, join_req("", Some("i1"), &["range"]), 0);

@@ -44,7 +44,9 @@ pub async fn handle(ctx: RequestContext, request: JoinGroupRequest) -> JoinGroup
             .with_protocol_type(j.protocol_type.map(StrBytes::from_string))
             .with_protocol_name(name(j.protocol_name))
             .with_leader(StrBytes::from_string(j.leader_id))
-            .with_skip_assignment(j.skip_assignment)
+            // KIP-814's flag exists from v9; older leaders get the members and assign again
+            // (their SyncGroup in Stable returns the current assignment).
+            .with_skip_assignment(j.skip_assignment && ctx.version >= 9)
             .with_member_id(StrBytes::from_string(j.member_id))
             .with_members(
                 j.members
