@@ -45,11 +45,66 @@ impl BrokerProcess {
         broker
     }
 
+    /// Starts `n` brokers (node ids 1..=n) as the voters of one metadata quorum, each
+    /// with its own Kafka and controller port. They are spawned together and then waited
+    /// for, since none listens for Kafka clients before a quorum has registered it.
+    pub fn start_quorum(n: usize) -> Vec<BrokerProcess> {
+        let controller_ports: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
+        let voters = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{}@{addr}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut brokers: Vec<BrokerProcess> = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, controller)| {
+                let tmp = tempfile::tempdir().expect("temp dir");
+                let mut broker = BrokerProcess {
+                    child: None,
+                    addr: free_port(),
+                    data_dir: tmp.path().join("data"),
+                    log_path: tmp.path().join("broker.log"),
+                    extra_args: vec![
+                        "--node-id".into(),
+                        (i + 1).to_string(),
+                        "--controller-listen".into(),
+                        controller.to_string(),
+                        "--voters".into(),
+                        voters.clone(),
+                    ],
+                    _tmp: tmp,
+                };
+                broker.spawn_unwaited();
+                broker
+            })
+            .collect();
+        for broker in &mut brokers {
+            broker.wait_listening();
+        }
+        brokers
+    }
+
+    /// The controller listener given with `--controller-listen`, if any.
+    pub fn controller_addr(&self) -> Option<SocketAddr> {
+        let i = self
+            .extra_args
+            .iter()
+            .position(|a| a == "--controller-listen")?;
+        self.extra_args.get(i + 1)?.parse().ok()
+    }
+
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
 
     fn spawn(&mut self) {
+        self.spawn_unwaited();
+        self.wait_listening();
+    }
+
+    fn spawn_unwaited(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -73,6 +128,9 @@ impl BrokerProcess {
             .spawn()
             .expect("spawn the cairn binary");
         self.child = Some(child);
+    }
+
+    fn wait_listening(&mut self) {
         let started = Instant::now();
         while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {

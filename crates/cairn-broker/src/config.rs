@@ -47,6 +47,11 @@ pub struct BrokerConfig {
     pub group: cairn_group::GroupConfig,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
     pub offsets_topic_num_partitions: i32,
+    /// Metadata quorum voters (`--voters id@host:port,...`): node id → controller
+    /// listener. Empty: a one-voter quorum of this node that opens no controller port.
+    pub voters: BTreeMap<i32, String>,
+    /// Where this voter serves the quorum's gRPC service (`--controller-listen`).
+    pub controller_listen: Option<SocketAddr>,
 }
 
 /// Broker properties of the group coordinator, with Kafka's names and defaults.
@@ -79,6 +84,8 @@ impl BrokerConfig {
             group: cairn_group::GroupConfig::default(),
             offsets_topic_num_partitions:
                 crate::group_coordinator::OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
+            voters: BTreeMap::new(),
+            controller_listen: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! ([`connection`]), one handler module per Kafka API ([`handlers`], from which ApiVersions
 //! is derived), the partitions this broker hosts and their high watermarks
 //! ([`replica_manager`]), group-commit fsync ([`group_commit`]) and the metadata this
-//! node has applied ([`metadata`]).
+//! node has applied ([`metadata`]) with the metadata quorum's shell ([`quorum`]).
 //!
 //! ## What it must never do
 //! - Re-encode record batches: produce appends the client's bytes, fetch returns the
@@ -33,6 +33,7 @@ pub mod group_coordinator;
 pub mod handlers;
 pub mod metadata;
 pub mod metrics;
+pub mod quorum;
 pub mod replica_manager;
 pub mod server;
 

@@ -1,89 +1,254 @@
 //! [`MetadataManager`]: this node's applied copy of the cluster metadata and the one door
 //! through which changes are proposed.
 //!
-//! On a single node the proposal is committed by appending to the local
-//! [`MetadataLog`] (fsynced) and then applied; the metadata-quorum issue puts a Raft
-//! group behind the same [`MetadataManager::propose`].
+//! Every change goes through the metadata quorum ([`crate::quorum`]): the caller's
+//! `decide` runs against the latest applied state, its records are proposed with that
+//! state's version, and [`MetadataManager::propose`] returns once they are committed by a
+//! majority of voters and applied locally. A single node is a one-voter quorum; with
+//! `--voters`, a node that does not lead forwards its proposal to the leader (the active
+//! controller) over gRPC.
+//!
+//! ## Files (`<data_dir>/__cluster_metadata/`)
+//! - `quorum/`: the voter's Raft log, hard state and snapshots (`quorum.wal`, see
+//!   `cairn_meta::quorum::FileStorage`).
+//! - `metadata.log`: the single-node log of earlier versions. On the first start of a
+//!   one-voter quorum its records are imported as the first entry, and the file is renamed
+//!   to `metadata.log.imported` (kept as a backup, never read again).
+//!
+//! ## Threads
+//! `open` and `propose` block (fsync, waiting for a commit): call them from a blocking
+//! thread. `state` never blocks on a commit in progress.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use cairn_meta::quorum::Proposal;
 use cairn_meta::{ClusterState, MetadataLog, MetadataLogError, MetadataRecord};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
-/// Applied metadata plus the log that orders changes to it.
+use crate::quorum::{Quorum, QuorumSettings, QuorumStartError, Submitted};
+
+/// How long a proposal may wait for a commit before the request fails with a timeout
+/// (less than clients' default request timeout of 30 s, so they see our error).
+pub const PROPOSE_TIMEOUT_MS: u64 = 15_000;
+/// How long a starting broker waits for a quorum to register itself.
+pub const STARTUP_TIMEOUT_MS: u64 = 120_000;
+/// Pause before asking again when no leader is known yet.
+const NO_LEADER_RETRY_MS: u64 = 20;
+/// Name of the quorum's directory under the metadata directory.
+pub const QUORUM_DIR: &str = "quorum";
+const LEGACY_LOG: &str = "metadata.log";
+const LEGACY_LOG_IMPORTED: &str = "metadata.log.imported";
+
+/// Why a metadata change (or opening the metadata) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error(transparent)]
+    Start(#[from] QuorumStartError),
+    #[error("importing the single-node metadata log: {0}")]
+    Import(#[from] MetadataLogError),
+    #[error("metadata change not committed within {timeout_ms} ms ({reason})")]
+    Timeout { timeout_ms: u64, reason: String },
+    #[error(
+        "metadata changed concurrently while this request was decided; retry (state version {version})"
+    )]
+    Conflict { version: u64 },
+    #[error("metadata quorum stopped: {0}")]
+    Stopped(String),
+    #[error("metadata: {0}")]
+    Io(String),
+}
+
+/// A controller decision that may be asked again when another change got in first: the
+/// records to commit, a refusal, or `None` when it cannot decide a second time.
+type Decide<'a, E> = dyn FnMut(&ClusterState) -> Option<Result<Vec<MetadataRecord>, E>> + 'a;
+
+/// Applied metadata plus the quorum that orders changes to it.
 pub struct MetadataManager {
-    log: Mutex<MetadataLog>,
-    state: RwLock<Arc<ClusterState>>,
+    quorum: Quorum,
+    /// Serialises this node's proposals so that each decides on the state the previous
+    /// one produced.
+    propose_lock: Mutex<()>,
 }
 
 impl MetadataManager {
-    /// Opens the metadata log under `dir`, names the cluster on first start and registers
-    /// this broker (a new incarnation on every start).
+    /// Opens a one-voter quorum under `dir`, names the cluster on first start and
+    /// registers this broker (a new incarnation whenever its address changed).
     pub fn open(
         dir: &Path,
         node_id: i32,
         host: &str,
         port: u16,
-    ) -> Result<MetadataManager, MetadataLogError> {
-        let (mut log, mut state) = MetadataLog::open(dir)?;
-        let mut records = Vec::new();
-        if state.cluster_id().is_none() {
-            records.push(MetadataRecord::InitCluster {
-                cluster_id: new_cluster_id(),
-            });
+    ) -> Result<MetadataManager, MetadataError> {
+        let settings = QuorumSettings {
+            node_id: node_id as u64,
+            voters: Default::default(),
+            controller_listen: None,
+        };
+        Self::open_quorum(dir, node_id, host, port, &settings)
+    }
+
+    /// Like [`MetadataManager::open`], as one voter of the quorum `settings` describes.
+    /// Waits (up to [`STARTUP_TIMEOUT_MS`]) for a leader to register this broker.
+    pub fn open_quorum(
+        dir: &Path,
+        node_id: i32,
+        host: &str,
+        port: u16,
+        settings: &QuorumSettings,
+    ) -> Result<MetadataManager, MetadataError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MetadataError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let quorum_dir = dir.join(QUORUM_DIR);
+        let fresh = !quorum_dir.exists();
+        let quorum = Quorum::start(&quorum_dir, settings)?;
+        let manager = MetadataManager {
+            quorum,
+            propose_lock: Mutex::new(()),
+        };
+        let deadline = Instant::now() + Duration::from_millis(STARTUP_TIMEOUT_MS);
+        let legacy = dir.join(LEGACY_LOG);
+        if fresh && settings.voters.len() <= 1 && legacy.exists() {
+            manager.import_legacy_log(dir, deadline)?;
         }
-        let current = state.broker(node_id);
-        if current.is_none_or(|b| b.host != host || b.port != port) {
-            records.push(MetadataRecord::RegisterBroker {
-                broker_id: node_id,
-                host: host.to_owned(),
-                port,
-                rack: None,
-                incarnation: uuid::Uuid::new_v4(),
-            });
-        }
-        if !records.is_empty() {
-            log.append(&records)?;
-            for r in &records {
-                state.apply(r);
-            }
-        }
-        Ok(MetadataManager {
-            log: Mutex::new(log),
-            state: RwLock::new(Arc::new(state)),
-        })
+        let host = host.to_owned();
+        let mut cluster_id = None;
+        manager
+            .commit(deadline, &mut |state: &ClusterState| {
+                let mut records = Vec::new();
+                if state.cluster_id().is_none() {
+                    records.push(MetadataRecord::InitCluster {
+                        cluster_id: cluster_id.get_or_insert_with(new_cluster_id).clone(),
+                    });
+                }
+                let current = state.broker(node_id);
+                if current.is_none_or(|b| b.host != host || b.port != port) {
+                    records.push(MetadataRecord::RegisterBroker {
+                        broker_id: node_id,
+                        host: host.clone(),
+                        port,
+                        rack: None,
+                        incarnation: uuid::Uuid::new_v4(),
+                    });
+                }
+                Some(Ok::<_, std::convert::Infallible>(records))
+            })?
+            .unwrap_or_else(|never| match never {});
+        Ok(manager)
+    }
+
+    /// Commits the records of the earlier single-node `metadata.log` as the quorum's first
+    /// change, then renames the file so that it is never imported twice.
+    fn import_legacy_log(&self, dir: &Path, deadline: Instant) -> Result<(), MetadataError> {
+        let records = MetadataLog::read_records(dir)?;
+        tracing::info!(
+            records = records.len(),
+            "importing the single-node metadata log into the metadata quorum"
+        );
+        let mut records = Some(records);
+        self.commit(deadline, &mut |state: &ClusterState| {
+            // Once: a retry finds the records applied (version > 0) and has nothing to do.
+            let records = if state.applied_records() == 0 {
+                records.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            Some(Ok::<_, std::convert::Infallible>(records))
+        })?
+        .unwrap_or_else(|never| match never {});
+        std::fs::rename(dir.join(LEGACY_LOG), dir.join(LEGACY_LOG_IMPORTED)).map_err(|e| {
+            MetadataError::Io(format!("cannot rename the imported metadata log: {e}"))
+        })?;
+        Ok(())
     }
 
     /// The latest applied metadata; cheap to call, never blocks on a commit in progress.
     pub fn state(&self) -> Arc<ClusterState> {
-        self.state.read().clone()
+        self.quorum.state()
+    }
+
+    /// The quorum this node votes in.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
     }
 
     /// Validates and commits a change atomically with respect to other proposals:
     /// `decide` sees the latest state and returns the records to commit (or its refusal).
-    /// Blocking: call from a blocking thread.
+    /// Returns once the records are committed and applied on this node. Blocking: call
+    /// from a blocking thread.
     pub fn propose<E>(
         &self,
         decide: impl FnOnce(&ClusterState) -> Result<Vec<MetadataRecord>, E>,
-    ) -> Result<Result<Arc<ClusterState>, E>, MetadataLogError> {
-        let mut log = self.log.lock();
-        let current = self.state();
-        let records = match decide(&current) {
-            Ok(records) => records,
-            Err(e) => return Ok(Err(e)),
+    ) -> Result<Result<Arc<ClusterState>, E>, MetadataError> {
+        let deadline = Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        let mut decide = Some(decide);
+        self.commit(deadline, &mut |state: &ClusterState| {
+            decide.take().map(|decide| decide(state))
+        })
+    }
+
+    /// Decides on the latest state and commits, deciding again when another change got
+    /// in first, until `deadline`. `decide` returns `None` when it cannot decide again.
+    fn commit<E>(
+        &self,
+        deadline: Instant,
+        decide: &mut Decide<'_, E>,
+    ) -> Result<Result<Arc<ClusterState>, E>, MetadataError> {
+        let _serial = self.propose_lock.lock();
+        let timeout_ms = |reason: &str| MetadataError::Timeout {
+            timeout_ms: PROPOSE_TIMEOUT_MS,
+            reason: reason.to_owned(),
         };
-        if records.is_empty() {
-            return Ok(Ok(current));
+        let mut last_stale_version = None;
+        loop {
+            if let Some(fatal) = self.quorum.fatal() {
+                return Err(MetadataError::Stopped(fatal));
+            }
+            if Instant::now() >= deadline {
+                return Err(timeout_ms("no quorum leader committed it"));
+            }
+            // On a follower, first catch up with what the leader has applied, so that the
+            // decision is not refused as stale.
+            let state = match self.quorum.leader_version(deadline) {
+                Some(version) => self.quorum.wait_for_version(version, deadline),
+                None => self.state(),
+            };
+            let records = match decide(&state) {
+                Some(Ok(records)) => records,
+                Some(Err(e)) => return Ok(Err(e)),
+                None => {
+                    return Err(MetadataError::Conflict {
+                        version: last_stale_version.unwrap_or(state.applied_records()),
+                    });
+                }
+            };
+            if records.is_empty() {
+                return Ok(Ok(state));
+            }
+            let proposal = Proposal {
+                base_version: state.applied_records(),
+                records,
+            };
+            match self.quorum.submit(proposal, deadline) {
+                Submitted::Committed { version } => {
+                    let state = self.quorum.wait_for_version(version, deadline);
+                    if state.applied_records() < version {
+                        return Err(timeout_ms("committed, but not yet applied on this node"));
+                    }
+                    return Ok(Ok(state));
+                }
+                Submitted::Stale { version } => {
+                    // Catch up with the leader before deciding again.
+                    self.quorum.wait_for_version(version, deadline);
+                    last_stale_version = Some(version);
+                }
+                Submitted::NotLeader { .. } => {
+                    std::thread::sleep(Duration::from_millis(NO_LEADER_RETRY_MS));
+                }
+                Submitted::TimedOut => return Err(timeout_ms("no quorum")),
+            }
         }
-        log.append(&records)?;
-        let mut next = (*current).clone();
-        for r in &records {
-            next.apply(r);
-        }
-        let next = Arc::new(next);
-        *self.state.write() = next.clone();
-        Ok(Ok(next))
     }
 }
 
@@ -102,4 +267,59 @@ fn new_cluster_id() -> String {
             ALPHABET[sextet as usize] as char
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_node_commits_restarts_and_imports_the_old_log() {
+        let dir = tempfile::tempdir().unwrap();
+        // An earlier version's single-node log with one topic.
+        {
+            let (mut log, _) = MetadataLog::open(dir.path()).unwrap();
+            log.append(&[
+                MetadataRecord::InitCluster {
+                    cluster_id: "old-cluster".into(),
+                },
+                MetadataRecord::CreateTopic {
+                    name: "legacy".into(),
+                    topic_id: uuid::Uuid::from_u128(1),
+                    partitions: vec![],
+                    configs: Default::default(),
+                },
+            ])
+            .unwrap();
+        }
+        let m = MetadataManager::open(dir.path(), 1, "127.0.0.1", 9092).unwrap();
+        assert_eq!(m.state().cluster_id(), Some("old-cluster"));
+        assert!(m.state().topic("legacy").is_some());
+        assert!(dir.path().join(LEGACY_LOG_IMPORTED).exists());
+        let started = Instant::now();
+        let state = m
+            .propose(|s| {
+                cairn_meta::controller::create_topic(
+                    s,
+                    "fresh",
+                    3,
+                    1,
+                    Default::default(),
+                    uuid::Uuid::from_u128(2),
+                    0,
+                )
+            })
+            .unwrap()
+            .unwrap();
+        eprintln!("one-node topic creation took {:?}", started.elapsed());
+        assert_eq!(state.topic("fresh").unwrap().partitions.len(), 3);
+        let refused = m
+            .propose(|s| cairn_meta::controller::delete_topic(s, "nope"))
+            .unwrap();
+        assert!(refused.is_err());
+        let before = m.state();
+        drop(m);
+        let m = MetadataManager::open(dir.path(), 1, "127.0.0.1", 9092).unwrap();
+        assert_eq!(*m.state(), *before);
+    }
 }

@@ -64,11 +64,12 @@ impl Broker {
                     config2.data_dir.display()
                 )
             })?;
-            let metadata = MetadataManager::open(
+            let metadata = MetadataManager::open_quorum(
                 &config2.data_dir.join(METADATA_DIR),
                 config2.node_id,
                 &host,
                 advertised_port,
+                &crate::quorum::QuorumSettings::from_config(&config2),
             )?;
             let replicas = ReplicaManager::new(
                 config2.node_id,
@@ -107,6 +108,12 @@ impl Broker {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(housekeeping(broker.clone(), shutdown_rx.clone()));
+        if broker.config.voters.len() > 1 {
+            tokio::spawn(crate::quorum::follow_metadata(
+                broker.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         tokio::spawn(crate::group_coordinator::run(
             broker.clone(),
             shutdown_rx.clone(),

@@ -65,10 +65,11 @@ struct ServeArgs {
     /// This broker's id [default: 1].
     #[arg(long, env = "CAIRN_NODE_ID")]
     node_id: Option<i32>,
-    /// Controller (Raft) listener: reserved for the metadata quorum, not implemented yet.
+    /// Metadata quorum (Raft) listener of this voter, `host:port`; needed with other voters.
     #[arg(long, env = "CAIRN_CONTROLLER_LISTEN")]
     controller_listen: Option<String>,
-    /// Raft voters `id@host:port,...`: reserved for the metadata quorum, not implemented yet.
+    /// Metadata quorum voters `id@host:port,...` (their controller listeners) [default:
+    /// this node alone, no controller port].
     #[arg(long, env = "CAIRN_VOTERS")]
     voters: Option<String>,
     /// HTTP listener for Prometheus `/metrics`, `/health` and `/ready` [default: off].
@@ -165,13 +166,8 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         }
         None => ConfigFile::default(),
     };
-    if args.controller_listen.or(file.controller_listen).is_some()
-        || args.voters.or(file.voters).is_some()
-    {
-        bail!(
-            "--controller-listen and --voters belong to the multi-node metadata quorum, which is not implemented yet; run without them for a single node"
-        );
-    }
+    let controller_listen = args.controller_listen.or(file.controller_listen);
+    let voters = args.voters.or(file.voters);
     let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let listen = args
         .listen
@@ -184,6 +180,24 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let mut config = BrokerConfig::new(data_dir, listen);
     config.advertise = args.advertise.or(file.advertise);
     config.node_id = args.node_id.or(file.node_id).unwrap_or(1);
+    if let Some(voters) = voters {
+        config.voters = parse_voters(&voters)?;
+    }
+    if let Some(listen) = controller_listen {
+        config.controller_listen = Some(
+            listen
+                .parse()
+                .with_context(|| format!("--controller-listen '{listen}' must be host:port"))?,
+        );
+    }
+    if !config.voters.is_empty() {
+        if !config.voters.contains_key(&config.node_id) {
+            bail!("--node-id {} is not among --voters", config.node_id);
+        }
+        if config.voters.len() > 1 && config.controller_listen.is_none() {
+            bail!("--voters with other nodes needs --controller-listen");
+        }
+    }
 
     let mut properties: BTreeMap<String, String> = file
         .properties
@@ -238,6 +252,29 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         broker: config,
         metrics_listen,
     })
+}
+
+/// Parses `--voters 1@host:port,2@host:port,...`.
+fn parse_voters(voters: &str) -> anyhow::Result<BTreeMap<i32, String>> {
+    let mut parsed = BTreeMap::new();
+    for voter in voters.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let (id, addr) = voter
+            .split_once('@')
+            .with_context(|| format!("voter '{voter}' must be id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .with_context(|| format!("voter '{voter}': '{id}' is not a node id"))?;
+        if id <= 0 {
+            bail!("voter '{voter}': node ids are positive");
+        }
+        if !addr.contains(':') {
+            bail!("voter '{voter}': '{addr}' must be host:port");
+        }
+        if parsed.insert(id, addr.to_owned()).is_some() {
+            bail!("voter id {id} appears twice in --voters");
+        }
+    }
+    Ok(parsed)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -1,8 +1,9 @@
 //! # quorum — the metadata Raft group
 //!
 //! Owns consensus on the metadata log: [`QuorumStorage`] (raft-rs's `Storage` plus the
-//! driver's writes; `RocksStorage` on RocksDB behind the cargo feature `rocksdb`,
-//! [`MemStorage`] in memory) and [`QuorumNode`], the synchronous driver core around raft-rs's `RawNode` that the
+//! driver's writes: [`FileStorage`], a write-ahead file, durable; `RocksStorage` on
+//! RocksDB behind the cargo feature `rocksdb`; [`MemStorage`] in memory, for tests) and
+//! [`QuorumNode`], the synchronous driver core around raft-rs's `RawNode` that the
 //! broker's shell ticks, steps and drains. It owns no socket, thread or clock: time comes
 //! in as [`QuorumNode::tick`] calls, messages come in through [`QuorumNode::step`] and go
 //! out as values in [`Output::messages`]; the shell carries them (tonic between processes,
@@ -36,6 +37,7 @@
 //! state is not stored on its own: on open it is the latest snapshot, and raft-rs replays
 //! the committed entries after it.
 
+mod file;
 mod node;
 #[cfg(feature = "rocksdb")]
 mod rocks;
@@ -46,6 +48,7 @@ mod sim;
 
 use std::path::PathBuf;
 
+pub use file::FileStorage;
 pub use node::{
     Applied, ApplyOutcome, NotLeader, Output, Proposal, QuorumConfig, QuorumNode, QuorumStatus,
     Ticket,

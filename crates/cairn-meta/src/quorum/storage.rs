@@ -95,6 +95,16 @@ impl MemStorage {
         }
     }
 
+    /// Replaces everything by `snapshot` (the base of a rewritten file): no entries, its
+    /// configuration, a commit index at least its index.
+    pub(crate) fn reset(&self, snapshot: Snapshot) {
+        let mut d = self.lock();
+        d.entries.clear();
+        d.conf_state = snapshot.get_metadata().get_conf_state().clone();
+        d.hard_state.commit = d.hard_state.commit.max(snapshot.get_metadata().index);
+        d.snapshot = snapshot;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Durable> {
         self.durable
             .lock()

@@ -1,0 +1,18 @@
+//! Generates the metadata quorum's gRPC service (`proto/cairn/quorum.proto`) with
+//! tonic-prost-build, using the `protoc` shipped in the protoc-bin-vendored crate so that
+//! nothing has to be installed by hand.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let proto = proto_dir.join("cairn/quorum.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    if std::env::var_os("PROTOC").is_none() {
+        // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from here.
+        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    }
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&[proto], &[proto_dir])?;
+    Ok(())
+}

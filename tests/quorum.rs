@@ -1,0 +1,125 @@
+//! Multi-process metadata quorum: three `cairn serve` voters on 127.0.0.1. Topics are
+//! created through every node (followers forward to the leader), the leader (active
+//! controller) is SIGKILLed, topic creation works again once a new leader is elected, the
+//! killed node restarts and catches up, and every node ends with identical metadata.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cairn_broker::quorum::proto::StatusRequest;
+use cairn_broker::quorum::proto::raft_service_client::RaftServiceClient;
+use harness::BrokerProcess;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn admin(broker: &BrokerProcess) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+/// Creates `name` through `broker`, retrying while the quorum has no leader, and returns
+/// how long it took.
+async fn create_topic(broker: &BrokerProcess, name: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let result = admin(broker)
+            .create_topics(
+                &[NewTopic::new(name, 3, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await;
+        match result.as_deref() {
+            Ok([Ok(created)]) if created == name => return started.elapsed(),
+            other => {
+                assert!(
+                    started.elapsed() < TIMEOUT,
+                    "creating {name} through {} kept failing: {other:?}",
+                    broker.bootstrap()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// (leader id, applied records) as `broker` reports it over the controller listener.
+async fn status(broker: &BrokerProcess) -> Option<(u64, u64)> {
+    let addr = broker.controller_addr()?;
+    let mut client = RaftServiceClient::connect(format!("http://{addr}"))
+        .await
+        .ok()?;
+    let status = client.status(StatusRequest {}).await.ok()?.into_inner();
+    Some((status.leader_id, status.applied_records))
+}
+
+/// Topic name → partition count, as `broker` serves it in Metadata.
+fn topics(broker: &BrokerProcess) -> BTreeMap<String, usize> {
+    let metadata = admin(broker)
+        .inner()
+        .fetch_metadata(None, TIMEOUT)
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_survive_the_loss_of_the_controller() {
+    let mut brokers = tokio::task::spawn_blocking(|| BrokerProcess::start_quorum(3))
+        .await
+        .unwrap();
+
+    for (i, broker) in brokers.iter().enumerate() {
+        let took = create_topic(broker, &format!("before-{i}")).await;
+        eprintln!("create topic through node {}: {took:?}", i + 1);
+    }
+
+    let leader = loop {
+        match status(&brokers[0]).await {
+            Some((leader, _)) if leader != 0 => break leader as usize,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let killed = leader - 1;
+    brokers[killed].kill9();
+    let survivor = (killed + 1) % brokers.len();
+    let failover = create_topic(&brokers[survivor], "after-failover").await;
+    eprintln!("controller {leader} killed; topic creation worked again after {failover:?}");
+    assert!(
+        failover < Duration::from_secs(15),
+        "failover took {failover:?}"
+    );
+
+    let restarted = &mut brokers[killed];
+    tokio::task::block_in_place(|| restarted.start_again());
+    let target = status(&brokers[survivor]).await.expect("survivor status").1;
+    let started = Instant::now();
+    loop {
+        match status(&brokers[killed]).await {
+            Some((_, applied)) if applied >= target => break,
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "restarted node did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let expected = topics(&brokers[survivor]);
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    for broker in &brokers {
+        let broker_topics = tokio::task::block_in_place(|| topics(broker));
+        assert_eq!(broker_topics, expected, "node at {}", broker.bootstrap());
+    }
+}
