@@ -27,6 +27,16 @@ pub async fn handle(
         let result = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
+        // APPEND and SUBTRACT start from the effective value: the topic's override, else
+        // the broker default (as Kafka does).
+        let defaults: BTreeMap<String, String> = ctx
+            .broker
+            .replicas
+            .base_config()
+            .to_props()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         let ops: Vec<(String, i8, Option<String>)> = resource
             .configs
             .iter()
@@ -43,7 +53,7 @@ pub async fn handle(
             resource.resource_type,
             resource.resource_name.to_string(),
             request.validate_only,
-            move |current| apply_ops(current, &ops),
+            move |current| apply_ops(current, &defaults, &ops),
         )
         .await;
         responses.push(match outcome {
@@ -56,8 +66,11 @@ pub async fn handle(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// The topic's overrides after `ops`. `defaults` are the broker-wide values a list key
+/// starts from when the topic does not override it.
 fn apply_ops(
     current: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
     ops: &[(String, i8, Option<String>)],
 ) -> Result<BTreeMap<String, String>, Refusal> {
     let mut next = current.clone();
@@ -81,6 +94,7 @@ fn apply_ops(
                 let value = need_value()?;
                 let mut items: Vec<String> = next
                     .get(key)
+                    .or_else(|| defaults.get(key))
                     .map(|v| {
                         v.split(',')
                             .map(|s| s.trim().to_owned())
@@ -114,4 +128,67 @@ fn apply_ops(
         }
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(list: &[(&str, i8, Option<&str>)]) -> Vec<(String, i8, Option<String>)> {
+        list.iter()
+            .map(|(k, op, v)| (k.to_string(), *op, v.map(str::to_owned)))
+            .collect()
+    }
+
+    fn map(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn append_and_subtract_start_from_the_default() {
+        let defaults = map(&[("cleanup.policy", "delete")]);
+        let appended = apply_ops(
+            &BTreeMap::new(),
+            &defaults,
+            &ops(&[("cleanup.policy", OP_APPEND, Some("compact"))]),
+        )
+        .unwrap();
+        assert_eq!(appended, map(&[("cleanup.policy", "delete,compact")]));
+        let subtracted = apply_ops(
+            &appended,
+            &defaults,
+            &ops(&[("cleanup.policy", OP_SUBTRACT, Some("delete"))]),
+        )
+        .unwrap();
+        assert_eq!(subtracted, map(&[("cleanup.policy", "compact")]));
+    }
+
+    #[test]
+    fn set_delete_and_refusals() {
+        let current = map(&[("retention.ms", "1")]);
+        let next = apply_ops(
+            &current,
+            &BTreeMap::new(),
+            &ops(&[
+                ("retention.ms", OP_DELETE, None),
+                ("segment.bytes", OP_SET, Some("1048576")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(next, map(&[("segment.bytes", "1048576")]));
+        let not_a_list = apply_ops(
+            &current,
+            &BTreeMap::new(),
+            &ops(&[("retention.ms", OP_APPEND, Some("2"))]),
+        );
+        assert_eq!(not_a_list.unwrap_err().0, ResponseError::InvalidConfig);
+        let no_value = apply_ops(
+            &current,
+            &BTreeMap::new(),
+            &ops(&[("retention.ms", OP_SET, None)]),
+        );
+        assert_eq!(no_value.unwrap_err().0, ResponseError::InvalidConfig);
+    }
 }
