@@ -86,6 +86,9 @@ echo "== broker pid $broker: $(broker_rss)"
 
 k=(--bootstrap "$bootstrap")
 # Throughput: 1 KiB records, as fast as librdkafka goes (linger 5 ms, its default batch).
+# These runs are closed loop, so their ack latency is mostly the time a record waits in
+# librdkafka's own queue (queue.buffering.max.messages, 100,000 by default) — about that
+# depth divided by the throughput; the end-to-end runs below are the latency figures.
 run 10 produce-1k-acks1-p1 produce "${k[@]}" --topic p1-acks1 --partitions 1 --acks 1 --duration-s "$secs"
 run 11 produce-1k-acksall-p1 produce "${k[@]}" --topic p1-acksall --partitions 1 --acks all --duration-s "$secs"
 run 12 produce-1k-acks1-p6 produce "${k[@]}" --topic p6-acks1 --partitions 6 --acks 1 --duration-s "$secs"
