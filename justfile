@@ -13,6 +13,14 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Three local brokers on 127.0.0.1 sharing one metadata quorum (logs in cluster/logs).
+cluster:
+    bash scripts/cluster.sh start
+
+# Stop the local cluster cleanly.
+cluster-stop:
+    bash scripts/cluster.sh stop
+
 # Everything CI does.
 ci:
     bash .ci/run

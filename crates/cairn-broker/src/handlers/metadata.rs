@@ -12,6 +12,9 @@ use super::RequestContext;
 use super::topics::create_topic;
 use cairn_meta::TopicInfo;
 
+/// Kafka's internal topics: clients exclude them from regex subscriptions.
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// "Authorized operations were not requested" in Metadata responses.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
@@ -136,7 +139,7 @@ fn topic_response(topic: &TopicInfo, _version: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
-        .with_is_internal(topic.name.starts_with("__"))
+        .with_is_internal(INTERNAL_TOPICS.contains(&topic.name.as_str()))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
