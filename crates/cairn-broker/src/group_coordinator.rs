@@ -343,20 +343,11 @@ impl GroupCoordinator {
         broker: &Broker,
         req: JoinRequest,
     ) -> Result<JoinResponse, CoordinatorError> {
-        let (tx, rx) = oneshot::channel();
-        let waiter = self.register(Waiter::Join(tx));
         let group_id = req.group_id.clone();
-        let called = self
-            .call(broker, &group_id, |m, now| m.join_group(waiter, req, now))
-            .await;
-        if let Err(e) = called {
-            self.waiters.lock().remove(&waiter);
-            return Err(e);
-        }
-        match rx.await {
-            Ok(result) => result.map_err(CoordinatorError::Group),
-            Err(_) => Err(CoordinatorError::NotCoordinator { group_id }),
-        }
+        self.parked(broker, group_id, Waiter::Join, |m, waiter, now| {
+            m.join_group(waiter, req, now)
+        })
+        .await
     }
 
     pub async fn sync_group(
@@ -364,11 +355,27 @@ impl GroupCoordinator {
         broker: &Broker,
         req: SyncRequest,
     ) -> Result<SyncResponse, CoordinatorError> {
-        let (tx, rx) = oneshot::channel();
-        let waiter = self.register(Waiter::Sync(tx));
         let group_id = req.group_id.clone();
+        self.parked(broker, group_id, Waiter::Sync, |m, waiter, now| {
+            m.sync_group(waiter, req, now)
+        })
+        .await
+    }
+
+    /// A request whose answer the state machine may delay (JoinGroup, SyncGroup): parks a
+    /// waiter made by `park`, runs `f` with its id, and awaits the answer delivered by
+    /// this or a later call. The waiter is removed if `f` never ran.
+    async fn parked<T>(
+        &self,
+        broker: &Broker,
+        group_id: String,
+        park: impl FnOnce(oneshot::Sender<Result<T, GroupError>>) -> Waiter,
+        f: impl FnOnce(&mut cairn_group::GroupCoordinator, WaiterId, i64),
+    ) -> Result<T, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        let waiter = self.register(park(tx));
         let called = self
-            .call(broker, &group_id, |m, now| m.sync_group(waiter, req, now))
+            .call(broker, &group_id, |m, now| f(m, waiter, now))
             .await;
         if let Err(e) = called {
             self.waiters.lock().remove(&waiter);
