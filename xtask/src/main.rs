@@ -38,7 +38,8 @@ const TEST_NEEDS: &[(&str, &str)] = &[
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    // `cargo xtask run -- --listen ...` and `cargo xtask run --listen ...` mean the same.
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
     let result = match task.as_str() {
         "run" => ensure(BUILD_NEEDS).and_then(|()| {
             let mut cmd = cargo();
