@@ -3,7 +3,12 @@
 //! nothing has to be installed by hand.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): Cargo shares one compiled build script between
+    // checkouts of the workspace in different folders (a CI clone and the work tree use
+    // the same target directory), so a path baked in at compile time can name a folder
+    // that no longer exists.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let proto_dir = std::path::Path::new(&manifest_dir).join("../../proto");
     let proto = proto_dir.join("cairn/quorum.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     if std::env::var_os("PROTOC").is_none() {
