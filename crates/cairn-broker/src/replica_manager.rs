@@ -30,6 +30,14 @@ use crate::group_commit::GroupCommitter;
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
+/// What a leader append did, read under the same lock as the append itself.
+pub struct LeaderAppend {
+    pub info: AppendInfo,
+    pub log_start_offset: i64,
+    /// The records become durable and visible only through the group committer.
+    pub needs_group_commit: bool,
+}
+
 /// One hosted partition.
 pub struct Partition {
     pub topic: String,
@@ -74,15 +82,21 @@ impl Partition {
         &self,
         records: &mut [u8],
         now_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
+    ) -> Result<LeaderAppend, LogError> {
         let mut log = self.log.lock();
         let info = log.append_as_leader(records, self.leader_epoch(), now_ms)?;
-        if !matches!(log.config().flush_policy, FlushPolicy::GroupCommit) {
+        let log_start_offset = log.log_start_offset();
+        let needs_group_commit = matches!(log.config().flush_policy, FlushPolicy::GroupCommit);
+        if !needs_group_commit {
             let leo = log.log_end_offset();
             drop(log);
             self.maybe_increment_high_watermark(leo);
         }
-        Ok(info)
+        Ok(LeaderAppend {
+            info,
+            log_start_offset,
+            needs_group_commit,
+        })
     }
 
     /// Reads whole batches from `fetch_offset`, never past the high watermark.

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::errors::log_error_code;
-use crate::replica_manager::Partition;
+use crate::replica_manager::{LeaderAppend, Partition};
 
 pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let broker = ctx.broker.clone();
@@ -44,7 +44,8 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     };
 
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    // (topic index, partition index in response, partition) of appends to make durable.
+    // (topic index, partition index in response, partition) of appends that the group
+    // committer must make durable.
     let mut appended: Vec<(usize, usize, Arc<Partition>)> = Vec::new();
     for topic in request.topic_data {
         let name = if ctx.version >= 13 {
@@ -72,14 +73,23 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                 }
             };
             partition_responses.push(match outcome {
-                Ok(((base_offset, log_append_time_ms, log_start_offset, records, bytes), partition)) => {
+                Ok((appended_here, partition)) => {
+                    let LeaderAppend {
+                        info,
+                        log_start_offset,
+                        needs_group_commit,
+                    } = appended_here;
                     let topic_label = [("topic", partition.topic.clone())];
-                    metrics::counter!(crate::metrics::RECORDS_IN, &topic_label).increment(records);
-                    metrics::counter!(crate::metrics::BYTES_IN, &topic_label).increment(bytes);
-                    appended.push((responses.len(), partition_responses.len(), partition));
+                    metrics::counter!(crate::metrics::RECORDS_IN, &topic_label)
+                        .increment(u64::from(info.records_count));
+                    metrics::counter!(crate::metrics::BYTES_IN, &topic_label)
+                        .increment(info.bytes as u64);
+                    if needs_group_commit {
+                        appended.push((responses.len(), partition_responses.len(), partition));
+                    }
                     response
-                        .with_base_offset(base_offset)
-                        .with_log_append_time_ms(log_append_time_ms)
+                        .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(info.log_append_time_ms)
                         .with_log_start_offset(log_start_offset)
                 }
                 Err((code, msg)) => {
@@ -106,9 +116,6 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     let committer = &broker.replicas.group_committer;
     let mut waits = Vec::new();
     for (t, p, partition) in appended {
-        if !partition.uses_group_commit() {
-            continue;
-        }
         if acks == -1 {
             let committer = committer.clone();
             waits.push(async move { (t, p, committer.flush(partition).await) });
@@ -166,16 +173,12 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// What one partition's append produced: base offset, log append time, log start offset,
-/// records and bytes appended.
-type Appended = (i64, i64, i64, u64, u64);
-
 /// Validates and appends one partition's batches.
 fn append(
     partition: &Partition,
     records: Option<Bytes>,
     now_ms: i64,
-) -> Result<Appended, (ResponseError, String)> {
+) -> Result<LeaderAppend, (ResponseError, String)> {
     let Some(records) = records else {
         return Err((
             ResponseError::CorruptMessage,
@@ -193,14 +196,7 @@ fn append(
     }
     // The log patches offsets into the batch headers, so it needs its own copy.
     let mut buf = BytesMut::from(&records[..]);
-    let info = partition
+    partition
         .append_as_leader(&mut buf, now_ms)
-        .map_err(|e| (log_error_code(&e), e.to_string()))?;
-    Ok((
-        info.base_offset,
-        info.log_append_time_ms,
-        partition.log_start_offset(),
-        u64::from(info.records_count),
-        info.bytes as u64,
-    ))
+        .map_err(|e| (log_error_code(&e), e.to_string()))
 }
