@@ -25,6 +25,7 @@
 //! to one, applied per partition in the response.
 
 pub mod alloc;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod errors;
