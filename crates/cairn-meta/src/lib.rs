@@ -29,7 +29,11 @@
 //! - Topic names and topic ids are unique among live topics; a deleted topic's id is never
 //!   reused (ids are random v4 UUIDs).
 //! - Partition indexes of a topic are exactly `0..partitions.len()`.
-//! - `leader_epoch` and `partition_epoch` of a partition only grow.
+//! - `leader_epoch` and `partition_epoch` of a partition only grow; every
+//!   `PartitionChange` raises `partition_epoch`, every leader change raises `leader_epoch`.
+//! - A partition's ISR is never empty and lies within its replicas; its leader is -1
+//!   (offline) or an unfenced ISR member. Elections never pick a broker outside the ISR
+//!   (see [`controller`] for the rules).
 
 pub mod controller;
 mod log;

@@ -2,6 +2,21 @@
 //!
 //! Records are serialised as tagged JSON objects in the single-node log; fields added later
 //! carry `#[serde(default)]` so that a newer node reads an older log.
+//!
+//! ## Replication records (KRaft's `PartitionChangeRecord`, `FenceBrokerRecord`,
+//! `UnfenceBrokerRecord`)
+//! - [`MetadataRecord::PartitionChange`] replaces the leader, ISR and epochs of one
+//!   partition; its replica list never changes. `leader == -1` means the partition has no
+//!   leader (offline) because no unfenced broker is left in its ISR. Every
+//!   `PartitionChange` carries a `partition_epoch` larger than the partition's current one,
+//!   and a `leader_epoch` that is bumped whenever the leader changes (to -1 included), or
+//!   when the same leader restarted and its followers must truncate.
+//! - [`MetadataRecord::FenceBroker`] / [`MetadataRecord::UnfenceBroker`] mark a registered
+//!   broker as unable / able to lead or join ISRs. A fenced broker leads nothing, gets no new
+//!   replicas and is never added to an ISR. `RegisterBroker` leaves the broker unfenced.
+//!
+//! The controller ([`crate::controller`]) emits a `FenceBroker` or `UnfenceBroker` together
+//! with the `PartitionChange`s it implies, in one batch decided against one state.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +59,22 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// New leader, ISR and epochs of one existing partition; its replicas are unchanged.
+    /// `leader` is -1 when no broker leads it (offline). `partition_epoch` is strictly
+    /// larger than the partition's current one; neither epoch ever decreases.
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        isr: Vec<i32>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// A registered broker may no longer lead partitions, join ISRs or receive new replicas
+    /// (its heartbeat session expired, or it is shutting down).
+    FenceBroker { broker_id: i32 },
+    /// A fenced broker is back: it may lead and join ISRs again.
+    UnfenceBroker { broker_id: i32 },
 }
 
 /// A partition's placement and leadership, as created or changed.

@@ -16,6 +16,10 @@ pub struct BrokerInfo {
     pub port: u16,
     pub rack: Option<String>,
     pub incarnation: Uuid,
+    /// Set by `FenceBroker`, cleared by `UnfenceBroker` and `RegisterBroker`. A fenced
+    /// broker leads nothing and is never added to an ISR or given new replicas.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// One partition of a topic.
@@ -55,6 +59,18 @@ impl ClusterState {
 
     pub fn broker(&self, broker_id: i32) -> Option<&BrokerInfo> {
         self.brokers.get(&broker_id)
+    }
+
+    /// Registered brokers that are not fenced, in broker id order: the ones that may lead,
+    /// join ISRs and receive new replicas.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether `broker_id` is fenced. An unregistered broker counts as fenced: it may not
+    /// lead or join an ISR either.
+    pub fn is_fenced(&self, broker_id: i32) -> bool {
+        self.brokers.get(&broker_id).is_none_or(|b| b.fenced)
     }
 
     /// Live topics in name order.
@@ -104,6 +120,7 @@ impl ClusterState {
                         port: *port,
                         rack: rack.clone(),
                         incarnation: *incarnation,
+                        fenced: false,
                     },
                 );
             }
@@ -167,8 +184,63 @@ impl ClusterState {
                     None => topic.configs.remove(key),
                 };
             }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let topic = self.topic_mut(*topic_id);
+                let name = topic.name.clone();
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get_mut(i))
+                    .unwrap_or_else(|| {
+                        panic!("PartitionChange of unknown partition {name}-{partition}")
+                    });
+                assert!(
+                    *partition_epoch > p.partition_epoch,
+                    "PartitionChange of {name}-{partition} has partition epoch {partition_epoch}, \
+                     not above the current {}",
+                    p.partition_epoch
+                );
+                assert!(
+                    *leader_epoch >= p.leader_epoch,
+                    "PartitionChange of {name}-{partition} lowers the leader epoch from {} to \
+                     {leader_epoch}",
+                    p.leader_epoch
+                );
+                assert!(
+                    !isr.is_empty() && isr.iter().all(|r| p.replicas.contains(r)),
+                    "PartitionChange of {name}-{partition}: ISR {isr:?} is empty or not within \
+                     the replicas {:?}",
+                    p.replicas
+                );
+                assert!(
+                    *leader == -1 || isr.contains(leader),
+                    "PartitionChange of {name}-{partition}: leader {leader} is not in ISR {isr:?}"
+                );
+                p.leader = *leader;
+                p.isr = isr.clone();
+                p.leader_epoch = *leader_epoch;
+                p.partition_epoch = *partition_epoch;
+            }
+            MetadataRecord::FenceBroker { broker_id } => {
+                self.broker_mut(*broker_id).fenced = true;
+            }
+            MetadataRecord::UnfenceBroker { broker_id } => {
+                self.broker_mut(*broker_id).fenced = false;
+            }
         }
         self.applied_records += 1;
+    }
+
+    fn broker_mut(&mut self, broker_id: i32) -> &mut BrokerInfo {
+        self.brokers
+            .get_mut(&broker_id)
+            .unwrap_or_else(|| panic!("record names unknown broker {broker_id}"))
     }
 
     fn topic_mut(&mut self, topic_id: Uuid) -> &mut TopicInfo {
@@ -241,5 +313,87 @@ mod tests {
                 configs: BTreeMap::new(),
             });
         }
+    }
+
+    fn one_partition_topic() -> (ClusterState, Uuid) {
+        let mut state = ClusterState::default();
+        state.apply(&MetadataRecord::RegisterBroker {
+            broker_id: 1,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            incarnation: Uuid::nil(),
+        });
+        let id = Uuid::from_u128(7);
+        state.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: vec![partition(0)],
+            configs: BTreeMap::new(),
+        });
+        (state, id)
+    }
+
+    fn change(topic_id: Uuid, partition: i32, partition_epoch: i32) -> MetadataRecord {
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader: -1,
+            isr: vec![1],
+            leader_epoch: 1,
+            partition_epoch,
+        }
+    }
+
+    #[test]
+    fn fencing_and_partition_changes_apply() {
+        let (mut state, id) = one_partition_topic();
+        assert!(!state.is_fenced(1));
+        assert!(state.is_fenced(2), "unregistered counts as fenced");
+        state.apply(&MetadataRecord::FenceBroker { broker_id: 1 });
+        assert!(state.is_fenced(1));
+        assert_eq!(state.unfenced_brokers().count(), 0);
+        state.apply(&change(id, 0, 1));
+        let p = &state.topic("t").unwrap().partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (-1, 1, 1));
+        state.apply(&MetadataRecord::UnfenceBroker { broker_id: 1 });
+        assert!(!state.is_fenced(1));
+        state.apply(&MetadataRecord::FenceBroker { broker_id: 1 });
+        state.apply(&MetadataRecord::RegisterBroker {
+            broker_id: 1,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            incarnation: Uuid::from_u128(1),
+        });
+        assert!(!state.is_fenced(1), "registering unfences");
+    }
+
+    #[test]
+    #[should_panic(expected = "not above the current")]
+    fn a_partition_epoch_that_does_not_grow_is_a_bug() {
+        let (mut state, id) = one_partition_topic();
+        state.apply(&change(id, 0, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown partition")]
+    fn a_change_of_an_unknown_partition_is_a_bug() {
+        let (mut state, id) = one_partition_topic();
+        state.apply(&change(id, 1, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown topic id")]
+    fn a_change_of_an_unknown_topic_is_a_bug() {
+        let (mut state, _) = one_partition_topic();
+        state.apply(&change(Uuid::from_u128(8), 0, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown broker")]
+    fn fencing_an_unknown_broker_is_a_bug() {
+        let (mut state, _) = one_partition_topic();
+        state.apply(&MetadataRecord::FenceBroker { broker_id: 2 });
     }
 }
