@@ -36,7 +36,9 @@ pub struct BrokerConfig {
     /// for the default (-1).
     pub num_partitions: i32,
     /// `default.replication.factor`.
-    pub default_replication_factor: i32,
+    /// `None`: three replicas when at least three unfenced brokers are registered, else
+    /// as many as there are ([`cairn_meta::controller::default_replication_factor`]).
+    pub default_replication_factor: Option<i32>,
     /// Log defaults for every topic (Kafka topic-config keys, e.g. `retention.ms`); a topic's
     /// own overrides apply on top.
     pub log_defaults: BTreeMap<String, String>,
@@ -52,6 +54,17 @@ pub struct BrokerConfig {
     pub voters: BTreeMap<i32, String>,
     /// Where this voter serves the quorum's gRPC service (`--controller-listen`).
     pub controller_listen: Option<SocketAddr>,
+    /// `replica.lag.time.max.ms`: an ISR follower not caught up for this long is dropped.
+    pub replica_lag_time_max_ms: i64,
+    /// `broker.session.timeout.ms`: the controller fences a broker it has not heard from
+    /// for this long, moving its partition leaderships to other in-sync replicas.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker tells the controller it lives.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 /// Broker properties of the group coordinator, with Kafka's names and defaults.
@@ -78,7 +91,7 @@ impl BrokerConfig {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             auto_create_topics_enable: true,
             num_partitions: 1,
-            default_replication_factor: 1,
+            default_replication_factor: None,
             log_defaults: BTreeMap::new(),
             log_retention_check_interval_ms: 300_000,
             group: cairn_group::GroupConfig::default(),
@@ -86,6 +99,11 @@ impl BrokerConfig {
                 crate::group_coordinator::OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
             voters: BTreeMap::new(),
             controller_listen: None,
+            replica_lag_time_max_ms: 30_000,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 

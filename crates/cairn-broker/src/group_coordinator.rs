@@ -589,8 +589,11 @@ fn append_records(partition: &Partition, effects: &[Effect], now_ms: i64) -> Res
         )
         .map_err(|e| format!("encoding group records: {e}"))?;
         partition
-            .append_as_leader(&mut buf, now_ms)
-            .map_err(|e| e.to_string())?;
+            .append_as_leader(&mut buf, now_ms, false)
+            .map_err(|e| match e {
+                crate::replica_manager::AppendError::Refused(_, msg) => msg,
+                crate::replica_manager::AppendError::Log(e) => e.to_string(),
+            })?;
         records.clear();
         Ok(())
     };

@@ -28,6 +28,7 @@ pub mod alloc;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod controller;
 pub mod errors;
 pub mod group_commit;
 pub mod group_coordinator;
@@ -36,6 +37,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod quorum;
 pub mod replica_manager;
+pub mod replication;
 pub mod server;
 
 pub use config::BrokerConfig;

@@ -114,6 +114,10 @@ impl MetadataManager {
         }
         let host = host.to_owned();
         let mut cluster_id = None;
+        // A new incarnation on every start: the controller then moves leaderships away
+        // from (or, where it is the only in-sync replica, bumps the epoch of) partitions
+        // this broker led, since it may have lost records it had not fsynced.
+        let incarnation = uuid::Uuid::new_v4();
         manager
             .commit(deadline, &mut |state: &ClusterState| {
                 let mut records = Vec::new();
@@ -122,19 +126,20 @@ impl MetadataManager {
                         cluster_id: cluster_id.get_or_insert_with(new_cluster_id).clone(),
                     });
                 }
-                let current = state.broker(node_id);
-                if current.is_none_or(|b| b.host != host || b.port != port) {
-                    records.push(MetadataRecord::RegisterBroker {
-                        broker_id: node_id,
-                        host: host.clone(),
-                        port,
-                        rack: None,
-                        incarnation: uuid::Uuid::new_v4(),
-                    });
+                match cairn_meta::controller::register_broker(
+                    state,
+                    node_id,
+                    &host,
+                    port,
+                    None,
+                    incarnation,
+                ) {
+                    Ok(registration) => records.extend(registration),
+                    Err(e) => return Some(Err(e)),
                 }
-                Some(Ok::<_, std::convert::Infallible>(records))
+                Some(Ok(records))
             })?
-            .unwrap_or_else(|never| match never {});
+            .map_err(|e| MetadataError::Io(format!("registering this broker: {e}")))?;
         Ok(manager)
     }
 
@@ -320,6 +325,16 @@ mod tests {
         let before = m.state();
         drop(m);
         let m = MetadataManager::open(dir.path(), 1, "127.0.0.1", 9092).unwrap();
-        assert_eq!(*m.state(), *before);
+        let after = m.state();
+        // Everything survives; the restart registered a new incarnation of the broker.
+        assert_eq!(after.cluster_id(), before.cluster_id());
+        assert_eq!(
+            after.topics().map(|t| &t.name).collect::<Vec<_>>(),
+            before.topics().map(|t| &t.name).collect::<Vec<_>>()
+        );
+        assert_ne!(
+            after.broker(1).unwrap().incarnation,
+            before.broker(1).unwrap().incarnation
+        );
     }
 }

@@ -120,6 +120,17 @@ struct Published {
     status: Mutex<QuorumStatus>,
     /// Set when the driver stopped on a fatal storage error.
     fatal: Mutex<Option<String>>,
+    /// Broker heartbeats received while this node leads: broker id → (when, whether the
+    /// broker is shutting down). Read by the controller duties.
+    heartbeats: Mutex<HashMap<i32, Heartbeat>>,
+}
+
+/// The latest heartbeat of a broker, as the active controller received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    pub at: Instant,
+    pub want_shut_down: bool,
+    pub incarnation: uuid::Uuid,
 }
 
 /// A running voter and its transport.
@@ -162,6 +173,7 @@ impl Quorum {
             changed: Condvar::new(),
             status: Mutex::new(node.status()),
             fatal: Mutex::new(None),
+            heartbeats: Mutex::new(HashMap::new()),
         });
         let (commands, command_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE_MAX);
 
@@ -250,6 +262,72 @@ impl Quorum {
     /// This node's view of the quorum.
     pub fn status(&self) -> QuorumStatus {
         self.published.status.lock().clone()
+    }
+
+    /// Whether this node is the quorum leader, i.e. the active controller.
+    pub fn is_leader(&self) -> bool {
+        self.status().leader_id == Some(self.node_id)
+    }
+
+    /// Records a broker's heartbeat (on the active controller).
+    pub fn record_heartbeat(&self, broker_id: i32, incarnation: uuid::Uuid, want_shut_down: bool) {
+        self.published.heartbeats.lock().insert(
+            broker_id,
+            Heartbeat {
+                at: Instant::now(),
+                want_shut_down,
+                incarnation,
+            },
+        );
+    }
+
+    /// The heartbeats received so far, by broker id.
+    pub fn heartbeats(&self) -> HashMap<i32, Heartbeat> {
+        self.published.heartbeats.lock().clone()
+    }
+
+    /// Sends this broker's heartbeat to the active controller (recorded locally when this
+    /// node leads). Errors say why it did not arrive.
+    pub async fn send_heartbeat(
+        &self,
+        broker_id: i32,
+        incarnation: uuid::Uuid,
+        want_shut_down: bool,
+    ) -> Result<(), String> {
+        let leader = self
+            .status()
+            .leader_id
+            .ok_or_else(|| "no active controller known".to_owned())?;
+        if leader == self.node_id || !self.peers.contains_key(&leader) {
+            if leader == self.node_id {
+                self.record_heartbeat(broker_id, incarnation, want_shut_down);
+                return Ok(());
+            }
+            return Err(format!("controller {leader} is not a known voter"));
+        }
+        let mut client = self
+            .clients
+            .lock()
+            .get(&leader)
+            .cloned()
+            .ok_or_else(|| format!("no connection to controller {leader}"))?;
+        let request = proto::BrokerHeartbeatRequest {
+            broker_id,
+            want_shut_down,
+            incarnation: incarnation.to_string(),
+        };
+        let response = tokio::time::timeout(
+            Duration::from_millis(PEER_CALL_TIMEOUT_MS),
+            client.broker_heartbeat(request),
+        )
+        .await
+        .map_err(|_| format!("controller {leader} did not answer the heartbeat in time"))?
+        .map_err(|e| format!("heartbeat to controller {leader} failed: {e}"))?;
+        if response.into_inner().is_controller {
+            Ok(())
+        } else {
+            Err(format!("node {leader} is no longer the controller"))
+        }
     }
 
     /// The fatal error that stopped the driver, if any.
@@ -660,6 +738,31 @@ impl RaftService for Service {
             .and_then(Result::ok)
             .unwrap_or(Submitted::TimedOut);
         Ok(tonic::Response::new(to_proto(submitted)))
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        request: tonic::Request<proto::BrokerHeartbeatRequest>,
+    ) -> Result<tonic::Response<proto::BrokerHeartbeatResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let s = self.published.status.lock().clone();
+        let is_controller = s.leader_id == Some(s.node_id);
+        let incarnation = uuid::Uuid::parse_str(&request.incarnation).map_err(|e| {
+            tonic::Status::invalid_argument(format!("incarnation is not a UUID: {e}"))
+        })?;
+        if is_controller {
+            self.published.heartbeats.lock().insert(
+                request.broker_id,
+                Heartbeat {
+                    at: Instant::now(),
+                    want_shut_down: request.want_shut_down,
+                    incarnation,
+                },
+            );
+        }
+        Ok(tonic::Response::new(proto::BrokerHeartbeatResponse {
+            is_controller,
+        }))
     }
 
     async fn status(

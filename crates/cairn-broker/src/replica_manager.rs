@@ -1,12 +1,27 @@
 //! [`ReplicaManager`]: the partitions this broker hosts, each a [`Partition`] with its log
 //! and high watermark, kept in step with the applied cluster metadata.
 //!
-//! ## High watermark on a single replica
-//! With `FlushPolicy::GroupCommit` (the default) the high watermark is the log's recovery
-//! point: consumers see a record only once it is fsynced, so nothing a consumer has read
-//! can disappear in a power cut and have its offset reused. With the other policies the
-//! high watermark is the log end offset, as in Kafka (durability comes from the policy).
-//! The replication issue generalises this to the smallest durable offset in the ISR.
+//! ## Roles
+//! Each partition is leader or follower as the latest applied metadata says
+//! ([`Partition::apply_record`]): a new leader epoch on this broker makes it leader (its
+//! leader-epoch cache gets the epoch's start offset), a new leader elsewhere makes it a
+//! follower, which the replica fetchers ([`crate::replication::fetcher`]) truncate with
+//! OffsetForLeaderEpoch and then feed with the leader's batches.
+//!
+//! ## High watermark
+//! On the leader, the smallest of its own *durable* end and every ISR follower's log end
+//! offset (see [`crate::replication::isr`]). The leader's durable end is the recovery point
+//! under `FlushPolicy::GroupCommit` (the default: a record counts only once fsynced here,
+//! and followers fsync before they fetch further, so `acks=all` means "on disk on every
+//! in-sync replica") and the log end offset under the other policies (durability comes
+//! from replication, as in Kafka). A single replica is the same rule with an ISR of one.
+//! On a follower, the leader's high watermark as of the last fetch, capped by its own log
+//! end offset.
+//!
+//! ## Locks
+//! `role` may be taken before `log`, never the other way round: appends and truncations
+//! check the role under its lock so that no batch of an old leader lands in the log of a
+//! replica that has become leader.
 //!
 //! ## On disk
 //! A partition lives in `<data_dir>/<topic>-<partition>/`, which also holds
@@ -21,12 +36,15 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use cairn_log::{
     AppendInfo, FlushPolicy, FlushTicket, LogConfig, LogError, PartitionLog, ReadInfo,
 };
-use cairn_meta::{ClusterState, TopicInfo};
+use cairn_meta::{ClusterState, PartitionRecord, TopicInfo};
+use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::group_commit::GroupCommitter;
+use crate::replication::fetcher::Fetchers;
+use crate::replication::isr::LeaderView;
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
@@ -38,18 +56,84 @@ pub struct LeaderAppend {
     pub needs_group_commit: bool,
 }
 
+/// Why a leader append failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Refused before touching the log (not the leader, too few in-sync replicas).
+    Refused(ResponseError, String),
+    Log(LogError),
+}
+
+impl From<LogError> for AppendError {
+    fn from(e: LogError) -> AppendError {
+        AppendError::Log(e)
+    }
+}
+
+/// Leadership and replica set of a partition, as of the applied metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// -1: no leader (offline).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// What this replica's role became after a metadata change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    Unchanged,
+    BecameLeader,
+    BecameFollower {
+        leader: i32,
+        leader_epoch: i32,
+    },
+    /// The partition has no leader: stop fetching.
+    LeaderUnavailable,
+}
+
+/// An ISR change the leader asks the controller for (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+struct Role {
+    info: ReplicaInfo,
+    /// The followers as seen by this replica while it leads.
+    view: LeaderView,
+    /// Where the current leader epoch began in this replica's log (when leading).
+    epoch_start_offset: i64,
+    /// An ISR change is proposed and not yet committed or refused.
+    isr_change_pending: bool,
+    /// The topic's `min.insync.replicas`.
+    min_insync: i32,
+}
+
 /// One hosted partition.
 pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
     pub index: i32,
+    node_id: i32,
     leader_epoch: AtomicI32,
+    role: Mutex<Role>,
     log: Mutex<PartitionLog>,
     high_watermark: AtomicI64,
     /// Whether a group-commit request nobody waits for is already queued.
     flush_requested: AtomicBool,
     /// Carries the high watermark; fetches parked in the purgatory wait on it.
     hw_tx: watch::Sender<i64>,
+    /// Carries the log end offset; followers' fetches parked at the leader wait on it.
+    leo_tx: watch::Sender<i64>,
+    /// Changes whenever leadership or the leader epoch changes; parked produces wait on it.
+    role_tx: watch::Sender<u64>,
 }
 
 impl Partition {
@@ -69,6 +153,20 @@ impl Partition {
         self.log.lock().log_end_offset()
     }
 
+    /// The leadership and replica set this replica acts on.
+    pub fn info(&self) -> ReplicaInfo {
+        self.role.lock().info.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role.lock().info.leader == self.node_id
+    }
+
+    /// The topic's `min.insync.replicas`.
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.role.lock().min_insync
+    }
+
     /// Whether appends wait for the group committer to become durable and visible.
     pub fn uses_group_commit(&self) -> bool {
         matches!(
@@ -77,26 +175,305 @@ impl Partition {
         )
     }
 
-    /// Appends a produce request's batches (patched in place), as leader.
+    /// Appends a produce request's batches (patched in place), as leader. Refused with
+    /// NOT_LEADER_OR_FOLLOWER unless this replica leads; with `acks=all`
+    /// (`check_min_insync`), refused with NOT_ENOUGH_REPLICAS while the ISR is smaller
+    /// than `min.insync.replicas`.
     pub fn append_as_leader(
         &self,
         records: &mut [u8],
         now_ms: i64,
-    ) -> Result<LeaderAppend, LogError> {
+        check_min_insync: bool,
+    ) -> Result<LeaderAppend, AppendError> {
+        let role = self.role.lock();
+        if role.info.leader != self.node_id {
+            return Err(AppendError::Refused(
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "broker {} is not the leader of {}-{} (leader: {})",
+                    self.node_id, self.topic, self.index, role.info.leader
+                ),
+            ));
+        }
+        if check_min_insync && (role.info.isr.len() as i32) < role.min_insync {
+            return Err(AppendError::Refused(
+                ResponseError::NotEnoughReplicas,
+                format!(
+                    "{}-{} has {} in-sync replicas {:?}, fewer than min.insync.replicas={}",
+                    self.topic,
+                    self.index,
+                    role.info.isr.len(),
+                    role.info.isr,
+                    role.min_insync
+                ),
+            ));
+        }
         let mut log = self.log.lock();
-        let info = log.append_as_leader(records, self.leader_epoch(), now_ms)?;
+        let info = log.append_as_leader(records, role.info.leader_epoch, now_ms)?;
+        drop(role);
         let log_start_offset = log.log_start_offset();
+        let leo = log.log_end_offset();
         let needs_group_commit = matches!(log.config().flush_policy, FlushPolicy::GroupCommit);
+        drop(log);
+        self.leo_tx.send_replace(leo);
         if !needs_group_commit {
-            let leo = log.log_end_offset();
-            drop(log);
-            self.maybe_increment_high_watermark(leo);
+            self.update_leader_high_watermark();
         }
         Ok(LeaderAppend {
             info,
             log_start_offset,
             needs_group_commit,
         })
+    }
+
+    /// Appends batches fetched from the leader of `leader_epoch`; refused (`Ok(None)`)
+    /// when this replica no longer follows that epoch. Under group commit the batches
+    /// are fsynced before this returns, so the next fetch offset reports durable data.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        let role = self.role.lock();
+        if role.info.leader == self.node_id || role.info.leader_epoch != leader_epoch {
+            return Ok(None);
+        }
+        let mut log = self.log.lock();
+        let info = log.append_as_follower(records)?;
+        if matches!(log.config().flush_policy, FlushPolicy::GroupCommit) {
+            log.flush()?;
+        }
+        Ok(Some(info))
+    }
+
+    /// Truncates a follower's log to `offset` (see `PartitionLog::truncate_to`), unless this
+    /// replica no longer follows `leader_epoch`. The high watermark is capped by the new
+    /// end. Returns the log end offset after it, or `None` when refused.
+    pub fn truncate_as_follower(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+    ) -> Result<Option<i64>, LogError> {
+        let role = self.role.lock();
+        if role.info.leader == self.node_id || role.info.leader_epoch != leader_epoch {
+            return Ok(None);
+        }
+        let mut log = self.log.lock();
+        if offset < log.log_end_offset() {
+            tracing::info!(topic = %self.topic, partition = self.index, from = log.log_end_offset(), to = offset, leader_epoch, "follower truncating its log to the leader's");
+        }
+        log.truncate_to(offset)?;
+        let leo = log.log_end_offset();
+        drop(log);
+        drop(role);
+        self.cap_high_watermark(leo);
+        Ok(Some(leo))
+    }
+
+    /// Empties a follower's log and restarts it at `offset` (the leader's log start, when
+    /// the follower's log ends before it).
+    pub fn restart_as_follower_at(&self, offset: i64, leader_epoch: i32) -> Result<bool, LogError> {
+        let role = self.role.lock();
+        if role.info.leader == self.node_id || role.info.leader_epoch != leader_epoch {
+            return Ok(false);
+        }
+        tracing::info!(topic = %self.topic, partition = self.index, offset, "follower log ends before the leader's log start; starting over there");
+        self.log.lock().truncate_fully_and_start_at(offset)?;
+        drop(role);
+        self.cap_high_watermark(offset);
+        self.maybe_increment_high_watermark(offset);
+        Ok(true)
+    }
+
+    /// A follower's high watermark after a fetch: the leader's, capped by its own end.
+    pub fn update_follower_high_watermark(&self, leader_hw: i64) {
+        let leo = self.log_end_offset();
+        self.maybe_increment_high_watermark(leader_hw.min(leo));
+    }
+
+    /// Lowers the high watermark to `offset` if it is above (after a truncation).
+    fn cap_high_watermark(&self, offset: i64) {
+        let previous = self.high_watermark.fetch_min(offset, Ordering::AcqRel);
+        if previous > offset {
+            self.hw_tx.send_replace(offset);
+        }
+    }
+
+    /// The end of what this replica has made durable under its flush policy.
+    fn durable_end(&self) -> i64 {
+        let log = self.log.lock();
+        match log.config().flush_policy {
+            FlushPolicy::GroupCommit => log.recovery_point(),
+            _ => log.log_end_offset(),
+        }
+    }
+
+    /// As leader, moves the high watermark to what the ISR allows.
+    pub fn update_leader_high_watermark(&self) -> bool {
+        let durable = self.durable_end();
+        let role = self.role.lock();
+        if role.info.leader != self.node_id {
+            return false;
+        }
+        let hw = role
+            .view
+            .high_watermark(self.node_id, &role.info.isr, durable);
+        drop(role);
+        hw.is_some_and(|hw| self.maybe_increment_high_watermark(hw))
+    }
+
+    /// As leader, records a follower's fetch from `fetch_offset`: updates the high
+    /// watermark and returns an ISR expansion to propose when the follower caught up.
+    pub fn on_follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<Option<IsrProposal>, ResponseError> {
+        let leo = self.log_end_offset();
+        let mut role = self.role.lock();
+        if role.info.leader != self.node_id {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if !role.view.on_fetch(replica, fetch_offset, leo, now_ms) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        drop(role);
+        self.update_leader_high_watermark();
+        let hw = self.high_watermark();
+        let mut role = self.role.lock();
+        if role.isr_change_pending || role.info.leader != self.node_id {
+            return Ok(None);
+        }
+        let joining = role
+            .view
+            .caught_up(&role.info.isr, hw, role.epoch_start_offset);
+        if joining.is_empty() {
+            return Ok(None);
+        }
+        role.isr_change_pending = true;
+        let mut new_isr = role.info.isr.clone();
+        new_isr.extend(joining);
+        Ok(Some(self.proposal(&role, new_isr)))
+    }
+
+    /// As leader, an ISR shrink to propose when followers lag more than `lag_max_ms`.
+    pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
+        let mut role = self.role.lock();
+        if role.info.leader != self.node_id || role.isr_change_pending {
+            return None;
+        }
+        let lagging = role
+            .view
+            .lagging(self.node_id, &role.info.isr, now_ms, lag_max_ms);
+        if lagging.is_empty() {
+            return None;
+        }
+        role.isr_change_pending = true;
+        let new_isr = role
+            .info
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !lagging.contains(r))
+            .collect();
+        Some(self.proposal(&role, new_isr))
+    }
+
+    fn proposal(&self, role: &Role, new_isr: Vec<i32>) -> IsrProposal {
+        IsrProposal {
+            topic_id: self.topic_id,
+            partition: self.index,
+            leader_epoch: role.info.leader_epoch,
+            partition_epoch: role.info.partition_epoch,
+            new_isr,
+        }
+    }
+
+    /// The proposal returned by [`Partition::on_follower_fetch`] or
+    /// [`Partition::isr_shrink`] was decided (committed or refused).
+    pub fn isr_change_done(&self) {
+        self.role.lock().isr_change_pending = false;
+    }
+
+    /// Brings the role in line with the partition's committed record. Blocking (the
+    /// leader-epoch cache is written when this replica becomes leader).
+    pub fn apply_record(
+        &self,
+        record: &PartitionRecord,
+        min_insync: i32,
+        now_ms: i64,
+    ) -> Result<RoleChange, LogError> {
+        let me = self.node_id;
+        let new = ReplicaInfo {
+            leader: record.leader,
+            leader_epoch: record.leader_epoch,
+            partition_epoch: record.partition_epoch,
+            replicas: record.replicas.clone(),
+            isr: record.isr.clone(),
+        };
+        let mut role = self.role.lock();
+        role.min_insync = min_insync;
+        if role.info == new {
+            return Ok(RoleChange::Unchanged);
+        }
+        let old = std::mem::replace(&mut role.info, new.clone());
+        if new.partition_epoch != old.partition_epoch {
+            role.isr_change_pending = false;
+        }
+        let leadership_changed = old.leader != new.leader || old.leader_epoch != new.leader_epoch;
+        let change = if !leadership_changed {
+            role.view.set_replicas(me, &new.replicas);
+            RoleChange::Unchanged
+        } else if new.leader == me {
+            let mut log = self.log.lock();
+            log.assign_leader_epoch_start(new.leader_epoch)?;
+            role.epoch_start_offset = log.log_end_offset();
+            drop(log);
+            role.view = LeaderView::new(me, &new.replicas, &new.isr, now_ms);
+            tracing::info!(topic = %self.topic, partition = self.index, leader_epoch = new.leader_epoch, isr = ?new.isr, start_offset = role.epoch_start_offset, "became leader");
+            RoleChange::BecameLeader
+        } else if new.leader >= 0 {
+            tracing::info!(topic = %self.topic, partition = self.index, leader = new.leader, leader_epoch = new.leader_epoch, "became follower");
+            RoleChange::BecameFollower {
+                leader: new.leader,
+                leader_epoch: new.leader_epoch,
+            }
+        } else {
+            tracing::warn!(topic = %self.topic, partition = self.index, isr = ?new.isr, "partition has no leader (every in-sync replica is fenced)");
+            RoleChange::LeaderUnavailable
+        };
+        self.leader_epoch.store(new.leader_epoch, Ordering::Release);
+        drop(role);
+        if leadership_changed {
+            self.role_tx.send_modify(|g| *g += 1);
+        }
+        if new.leader == me {
+            // A smaller ISR may let the high watermark move.
+            self.update_leader_high_watermark();
+        }
+        Ok(change)
+    }
+
+    /// A receiver that changes whenever leadership or the leader epoch changes.
+    pub fn subscribe_role(&self) -> watch::Receiver<u64> {
+        self.role_tx.subscribe()
+    }
+
+    /// A receiver that changes whenever the log end offset moves on the leader.
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.leo_tx.subscribe()
+    }
+
+    /// Reads whole batches from `fetch_offset` up to the log end offset, for a follower.
+    pub fn read_for_follower(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadInfo, LogError> {
+        let log = self.log.lock();
+        let leo = log.log_end_offset();
+        log.read(fetch_offset, max_bytes, leo, true)
     }
 
     /// Reads whole batches from `fetch_offset`, never past the high watermark.
@@ -130,15 +507,12 @@ impl Partition {
         self.flush_requested.store(false, Ordering::Release);
     }
 
-    /// After a group-commit fsync: the recovery point and (for group commit) the high
-    /// watermark move up to the ticket's offset (a ticket from before a truncation is
-    /// ignored by the log).
+    /// After a group-commit fsync: the recovery point moves up to the ticket's offset (a
+    /// ticket from before a truncation is ignored by the log), and with it, on a leader,
+    /// the high watermark as far as the ISR allows.
     pub fn complete_flush(&self, ticket: &FlushTicket) {
-        let mut log = self.log.lock();
-        log.complete_flush_ticket(ticket);
-        let visible = log.recovery_point();
-        drop(log);
-        self.maybe_increment_high_watermark(visible);
+        self.log.lock().complete_flush_ticket(ticket);
+        self.update_leader_high_watermark();
     }
 
     /// Moves the high watermark forward (never back) and wakes parked fetches; reports
@@ -170,8 +544,14 @@ pub struct ReplicaManager {
     node_id: i32,
     data_dir: PathBuf,
     base_config: LogConfig,
+    /// `min.insync.replicas` set broker-wide (`--set`), if any.
+    min_insync_default: Option<i32>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     pub group_committer: GroupCommitter,
+    /// One replica fetcher per leader this broker follows.
+    pub fetchers: Fetchers,
+    /// Serialises [`ReplicaManager::apply_metadata`] and remembers the version applied.
+    applied: Mutex<u64>,
 }
 
 impl ReplicaManager {
@@ -185,9 +565,23 @@ impl ReplicaManager {
             node_id,
             data_dir: data_dir.to_owned(),
             base_config,
+            min_insync_default: None,
             partitions: RwLock::new(HashMap::new()),
             group_committer,
+            fetchers: Fetchers::new(node_id),
+            applied: Mutex::new(0),
         }
+    }
+
+    /// Sets the broker-wide `min.insync.replicas` (otherwise 2 for topics with three or
+    /// more replicas, 1 below).
+    pub fn with_min_insync_default(mut self, min_insync: Option<i32>) -> ReplicaManager {
+        self.min_insync_default = min_insync;
+        self
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
     }
 
     pub fn base_config(&self) -> &LogConfig {
@@ -199,6 +593,24 @@ impl ReplicaManager {
         let mut config = self.base_config.clone();
         config.apply_props(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         Ok(config)
+    }
+
+    /// The topic's `min.insync.replicas`: its override, the broker default, or Kafka-on-
+    /// three-brokers' usual 2 when it has three or more replicas (1 below).
+    pub fn min_insync_replicas(&self, topic: &TopicInfo) -> i32 {
+        topic
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .or(self.min_insync_default)
+            .unwrap_or_else(|| {
+                let rf = topic
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.replicas.len() as i32);
+                cairn_meta::controller::default_min_insync_replicas(rf)
+            })
+            .max(1)
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -213,17 +625,34 @@ impl ReplicaManager {
     }
 
     /// Brings hosted partitions in line with `state`: opens logs of new partitions placed
-    /// on this broker, applies changed configs, deletes logs of deleted topics. Blocking.
+    /// on this broker, applies changed configs, deletes logs of deleted topics (and of
+    /// partitions moved away), and makes each partition leader or follower as `state`
+    /// says, starting and stopping replica fetchers. Blocking. A state older than one
+    /// already applied is ignored.
     pub fn apply_metadata(&self, state: &ClusterState, now_ms: i64) -> Result<(), LogError> {
+        let mut applied = self.applied.lock();
+        if state.applied_records() < *applied {
+            return Ok(());
+        }
+        *applied = state.applied_records();
+        self.fetchers.set_brokers(
+            state
+                .brokers()
+                .map(|b| (b.broker_id, format!("{}:{}", b.host, b.port))),
+        );
         // Partitions no longer in the metadata (deleted topics) go first, so that a topic
         // deleted and re-created under the same name gets a fresh directory.
+        let node_id = self.node_id;
         let stale: Vec<Arc<Partition>> = {
             let mut partitions = self.partitions.write();
             let keys: Vec<_> = partitions
                 .iter()
                 .filter(|(_, p)| {
                     state.topic(&p.topic).is_none_or(|t| {
-                        t.topic_id != p.topic_id || t.partitions.len() <= p.index as usize
+                        t.topic_id != p.topic_id
+                            || t.partitions
+                                .get(p.index as usize)
+                                .is_none_or(|r| !r.replicas.contains(&node_id))
                     })
                 })
                 .map(|(k, _)| k.clone())
@@ -231,6 +660,8 @@ impl ReplicaManager {
             keys.iter().filter_map(|k| partitions.remove(k)).collect()
         };
         for partition in stale {
+            self.fetchers.unfollow(&partition.topic, partition.index);
+            partition.role_tx.send_modify(|g| *g += 1);
             tracing::info!(topic = %partition.topic, partition = partition.index, "deleting partition log");
             let partition = Arc::try_unwrap(partition);
             match partition {
@@ -244,31 +675,45 @@ impl ReplicaManager {
         }
         for topic in state.topics() {
             let config = self.topic_log_config(topic)?;
+            let min_insync = self.min_insync_replicas(topic);
             for p in &topic.partitions {
                 if !p.replicas.contains(&self.node_id) {
                     continue;
                 }
-                if let Some(existing) = self.get(&topic.name, p.partition) {
-                    existing
-                        .leader_epoch
-                        .store(p.leader_epoch, Ordering::Release);
-                    existing.with_log(|log| {
-                        if log.config() != &config {
-                            log.update_config(config.clone());
-                        }
-                    });
-                    continue;
+                let partition = match self.get(&topic.name, p.partition) {
+                    Some(existing) => {
+                        existing.with_log(|log| {
+                            if log.config() != &config {
+                                log.update_config(config.clone());
+                            }
+                        });
+                        existing
+                    }
+                    None => {
+                        let partition = Arc::new(self.open_partition(
+                            topic,
+                            p.partition,
+                            config.clone(),
+                            now_ms,
+                        )?);
+                        self.partitions
+                            .write()
+                            .insert((topic.name.clone(), p.partition), partition.clone());
+                        partition
+                    }
+                };
+                match partition.apply_record(p, min_insync, now_ms)? {
+                    RoleChange::Unchanged => {}
+                    RoleChange::BecameLeader | RoleChange::LeaderUnavailable => {
+                        self.fetchers.unfollow(&topic.name, p.partition)
+                    }
+                    RoleChange::BecameFollower {
+                        leader,
+                        leader_epoch,
+                    } => self
+                        .fetchers
+                        .follow(partition.clone(), leader, leader_epoch),
                 }
-                let partition = self.open_partition(
-                    topic,
-                    p.partition,
-                    p.leader_epoch,
-                    config.clone(),
-                    now_ms,
-                )?;
-                self.partitions
-                    .write()
-                    .insert((topic.name.clone(), p.partition), Arc::new(partition));
             }
         }
         Ok(())
@@ -278,7 +723,6 @@ impl ReplicaManager {
         &self,
         topic: &TopicInfo,
         index: i32,
-        leader_epoch: i32,
         config: LogConfig,
         now_ms: i64,
     ) -> Result<Partition, LogError> {
@@ -301,20 +745,44 @@ impl ReplicaManager {
                 source,
             })?;
         }
-        // Whatever recovery kept is now made durable, so it may be served.
+        // Whatever recovery kept is now durable.
         log.flush()?;
-        let hw = log.log_end_offset();
+        // The high watermark starts at the log start: what may be served is decided by
+        // the role (a leader's ISR, a follower's leader), not by what this disk holds,
+        // which can include records that were never committed.
+        let hw = log.log_start_offset();
+        let leo = log.log_end_offset();
         let (hw_tx, _) = watch::channel(hw);
-        tracing::debug!(topic = %topic.name, partition = index, log_start_offset = log.log_start_offset(), log_end_offset = hw, "partition opened");
+        let (leo_tx, _) = watch::channel(leo);
+        let (role_tx, _) = watch::channel(0);
+        tracing::debug!(topic = %topic.name, partition = index, log_start_offset = hw, log_end_offset = leo, "partition opened");
         Ok(Partition {
             topic: topic.name.clone(),
             topic_id: topic.topic_id,
             index,
-            leader_epoch: AtomicI32::new(leader_epoch),
+            node_id: self.node_id,
+            leader_epoch: AtomicI32::new(-1),
+            // No role until `apply_record`: never leader, so nothing is appended or served
+            // before the metadata says what this replica is.
+            role: Mutex::new(Role {
+                info: ReplicaInfo {
+                    leader: -1,
+                    leader_epoch: -1,
+                    partition_epoch: -1,
+                    replicas: Vec::new(),
+                    isr: Vec::new(),
+                },
+                view: LeaderView::default(),
+                epoch_start_offset: leo,
+                isr_change_pending: false,
+                min_insync: 1,
+            }),
             log: Mutex::new(log),
             high_watermark: AtomicI64::new(hw),
             flush_requested: AtomicBool::new(false),
             hw_tx,
+            leo_tx,
+            role_tx,
         })
     }
 

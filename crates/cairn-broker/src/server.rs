@@ -71,12 +71,20 @@ impl Broker {
                 advertised_port,
                 &crate::quorum::QuorumSettings::from_config(&config2),
             )?;
+            let min_insync = match config2.log_defaults.get("min.insync.replicas") {
+                Some(v) => Some(
+                    v.parse::<i32>()
+                        .with_context(|| format!("min.insync.replicas={v} is not a number"))?,
+                ),
+                None => None,
+            };
             let replicas = ReplicaManager::new(
                 config2.node_id,
                 &config2.data_dir,
                 base_log_config,
                 group_committer,
-            );
+            )
+            .with_min_insync_default(min_insync);
             let started = std::time::Instant::now();
             replicas.apply_metadata(&metadata.state(), crate::now_ms())?;
             tracing::info!(
@@ -108,12 +116,15 @@ impl Broker {
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(housekeeping(broker.clone(), shutdown_rx.clone()));
-        if broker.config.voters.len() > 1 {
-            tokio::spawn(crate::quorum::follow_metadata(
-                broker.clone(),
-                shutdown_rx.clone(),
-            ));
-        }
+        tokio::spawn(crate::quorum::follow_metadata(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(crate::controller::run(broker.clone(), shutdown_rx.clone()));
+        tokio::spawn(crate::replication::run_isr_checks(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(crate::group_coordinator::run(
             broker.clone(),
             shutdown_rx.clone(),
@@ -137,9 +148,12 @@ impl BrokerHandle {
         &self.broker
     }
 
-    /// Stops accepting, then flushes and closes every log (clean-shutdown markers).
+    /// Moves this broker's partition leaderships away (controlled shutdown), stops
+    /// accepting, then flushes and closes every log (clean-shutdown markers).
     pub async fn shutdown(self) {
+        crate::controller::controlled_shutdown(&self.broker).await;
         let _ = self.shutdown_tx.send(true);
+        self.broker.replicas.fetchers.shutdown();
         let _ = self.accept_task.await;
         let broker = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || broker.replicas.shutdown()).await;

@@ -1288,6 +1288,18 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Records that leader epoch `epoch` starts at the current log end offset, as a
+    /// replica does when it becomes leader (Kafka's `assignEpochStartOffset`), so that
+    /// OffsetForLeaderEpoch answers for the new epoch before anything is appended in it.
+    /// No-op unless `epoch` is later than the latest recorded epoch.
+    pub fn assign_leader_epoch_start(&mut self, epoch: i32) -> Result<(), LogError> {
+        if epoch < 0 || self.latest_leader_epoch().is_some_and(|e| e >= epoch) {
+            return Ok(());
+        }
+        self.leader_epochs.push((epoch, self.log_end_offset));
+        self.persist_leader_epochs()
+    }
+
     /// The latest leader epoch recorded, if any.
     pub fn latest_leader_epoch(&self) -> Option<i32> {
         self.leader_epochs.last().map(|e| e.0)

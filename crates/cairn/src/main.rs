@@ -148,6 +148,11 @@ const BROKER_PROPERTIES: &[&str] = &[
     "auto.create.topics.enable",
     "socket.request.max.bytes",
     "log.retention.check.interval.ms",
+    "replica.lag.time.max.ms",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
 ];
 
 /// What `cairn serve` runs: the broker's settings and the metrics listener, if any.
@@ -221,7 +226,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         match key.as_str() {
             "num.partitions" => config.num_partitions = value.parse().map_err(|e| bad(&e))?,
             "default.replication.factor" => {
-                config.default_replication_factor = value.parse().map_err(|e| bad(&e))?
+                config.default_replication_factor = Some(value.parse().map_err(|e| bad(&e))?)
             }
             "auto.create.topics.enable" => {
                 config.auto_create_topics_enable = value.parse().map_err(|e| bad(&e))?
@@ -231,6 +236,22 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             }
             "log.retention.check.interval.ms" => {
                 config.log_retention_check_interval_ms = value.parse().map_err(|e| bad(&e))?
+            }
+            "replica.lag.time.max.ms" => {
+                config.replica_lag_time_max_ms = value.parse().map_err(|e| bad(&e))?
+            }
+            "broker.session.timeout.ms" => {
+                config.broker_session_timeout_ms = value.parse().map_err(|e| bad(&e))?
+            }
+            "broker.heartbeat.interval.ms" => {
+                config.broker_heartbeat_interval_ms = value.parse().map_err(|e| bad(&e))?
+            }
+            "auto.leader.rebalance.enable" => {
+                config.auto_leader_rebalance_enable = value.parse().map_err(|e| bad(&e))?
+            }
+            "leader.imbalance.check.interval.seconds" => {
+                let seconds: u64 = value.parse().map_err(|e| bad(&e))?;
+                config.leader_imbalance_check_interval_ms = seconds.saturating_mul(1000)
             }
             _ if cairn_broker::config::GROUP_PROPERTIES.contains(&key.as_str()) => {
                 if let Some(Err(e)) = config.apply_group_property(&key, &value) {

@@ -113,8 +113,16 @@ fn broker_configs(broker: &Broker, name: &str) -> Entries {
         ),
         (
             "default.replication.factor".into(),
-            c.default_replication_factor.to_string(),
-            SOURCE_STATIC_BROKER,
+            c.default_replication_factor
+                .unwrap_or_else(|| {
+                    cairn_meta::controller::default_replication_factor(&broker.metadata.state())
+                })
+                .to_string(),
+            if c.default_replication_factor.is_some() {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            },
         ),
         (
             "auto.create.topics.enable".into(),

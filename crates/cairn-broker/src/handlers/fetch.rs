@@ -1,5 +1,13 @@
-//! Fetch (key 1) for consumers: whole batches up to the high watermark, parked in a
-//! purgatory until `min_bytes` are available or `max_wait_ms` passes.
+//! Fetch (key 1) for consumers and for follower replicas: whole batches up to the high
+//! watermark (consumers) or the log end offset (followers, `replica_id` ≥ 0), parked in a
+//! purgatory until `min_bytes` are available or `max_wait_ms` passes. Only the leader
+//! serves a partition; other replicas answer NOT_LEADER_OR_FOLLOWER.
+//!
+//! ## Follower fetches
+//! A follower's `fetch_offset` is its log end offset: the leader records it
+//! ([`crate::replica_manager::Partition::on_follower_fetch`]), which may move the high
+//! watermark (completing parked `acks=all` produces) and may propose adding the follower
+//! back to the ISR. Followers park on the log end offset, consumers on the high watermark.
 //!
 //! ## DelayedFetch
 //! Before reading, the request subscribes to the high-watermark channel of every
@@ -102,6 +110,12 @@ fn read_all(
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let broker = &ctx.broker;
     let state = broker.metadata.state();
+    let replica_id = if ctx.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let now_ms = crate::now_ms();
     let mut remaining = request.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut errors = false;
@@ -135,17 +149,48 @@ fn read_all(
                 partitions.push(data.with_error_code(code.code()));
                 continue;
             };
-            receivers.push(partition.subscribe());
             if let Err(code) = check_leader_epoch(p.current_leader_epoch, partition.leader_epoch())
             {
+                receivers.push(partition.subscribe());
                 errors = true;
                 partitions.push(data.with_error_code(code.code()));
                 continue;
             }
             let max_bytes = (p.partition_max_bytes.max(0) as usize).min(remaining);
+            let read = if replica_id >= 0 {
+                receivers.push(partition.subscribe_log_end());
+                match partition.on_follower_fetch(replica_id, p.fetch_offset, now_ms) {
+                    Ok(expand) => {
+                        if let Some(proposal) = expand {
+                            tracing::info!(topic = %partition.topic, partition = partition.index, replica_id, isr = ?proposal.new_isr, "follower caught up; proposing ISR expansion");
+                            crate::replication::propose_isr_change(
+                                broker,
+                                partition.clone(),
+                                proposal,
+                            );
+                        }
+                        Some(partition.read_for_follower(p.fetch_offset, max_bytes))
+                    }
+                    Err(code) => {
+                        errors = true;
+                        partitions.push(data.with_error_code(code.code()));
+                        continue;
+                    }
+                }
+            } else {
+                receivers.push(partition.subscribe());
+                partition
+                    .is_leader()
+                    .then(|| partition.read(p.fetch_offset, max_bytes, total == 0))
+            };
+            let Some(read) = read else {
+                errors = true;
+                partitions.push(data.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                continue;
+            };
             let hw = partition.high_watermark();
             data = data.with_high_watermark(hw).with_last_stable_offset(hw);
-            match partition.read(p.fetch_offset, max_bytes, total == 0) {
+            match read {
                 Ok(read) => {
                     total += read.records.len();
                     remaining = remaining.saturating_sub(read.records.len());

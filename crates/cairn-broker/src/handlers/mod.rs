@@ -31,6 +31,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 mod topics;
@@ -95,6 +96,7 @@ pub const APIS: &[ApiSpec] = &[
     spec::<ListGroupsRequest>(ApiKey::ListGroups),
     spec::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
     spec::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
+    spec::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch),
 ];
 
 /// The versions served of `key`, or `None` if the API is not served.
@@ -156,6 +158,9 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r))
         }
         other => {
             // The connection checks the table before decoding, so this is a table/dispatch

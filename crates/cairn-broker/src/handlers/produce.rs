@@ -1,11 +1,17 @@
 //! Produce (key 0): append the client's batches unchanged, answer with their offsets.
 //!
+//! Only the partition's leader appends (NOT_LEADER_OR_FOLLOWER elsewhere).
+//!
 //! ## Durability per `acks`
-//! - `acks=0`: appended to the log (page cache); no response is sent.
-//! - `acks=1`: answered once appended to the log (page cache), as in Kafka.
-//! - `acks=-1` (all): answered once the records are durable under the topic's flush
-//!   policy: with the default group commit, after the fdatasync that covers them
-//!   ([`crate::group_commit`]); with `EveryAppend` the append itself fsyncs.
+//! - `acks=0`: appended to the leader's log (page cache); no response is sent.
+//! - `acks=1`: answered once appended to the leader's log (page cache), as in Kafka.
+//! - `acks=-1` (all): refused with NOT_ENOUGH_REPLICAS while the ISR is smaller than
+//!   `min.insync.replicas`; otherwise parked until the high watermark passes the records,
+//!   i.e. until every in-sync replica has them — durably, under the default group-commit
+//!   policy: the leader's fdatasync ([`crate::group_commit`]) and each follower's before it
+//!   fetches further. Answered NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below
+//!   the minimum meanwhile, NOT_LEADER_OR_FOLLOWER if leadership moved (the records may
+//!   or may not survive: the producer retries), REQUEST_TIMED_OUT after `timeout_ms`.
 //!
 //! Idempotent and transactional batches (producer id ≥ 0) are refused until the
 //! exactly-once issue lands: accepting them without deduplication would break their promise.
@@ -22,7 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::errors::log_error_code;
-use crate::replica_manager::{LeaderAppend, Partition};
+use crate::replica_manager::{AppendError, LeaderAppend, Partition};
 
 pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let broker = ctx.broker.clone();
@@ -44,9 +50,9 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     };
 
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    // (topic index, partition index in response, partition) of appends that the group
-    // committer must make durable.
-    let mut appended: Vec<(usize, usize, Arc<Partition>)> = Vec::new();
+    // (topic index, partition index in response, partition, offset after the records,
+    // whether the group committer must make them durable) of appends to wait for or flush.
+    let mut appended: Vec<(usize, usize, Arc<Partition>, i64, bool)> = Vec::new();
     for topic in request.topic_data {
         let name = if ctx.version >= 13 {
             state.topic_by_id(topic.topic_id).map(|t| t.name.clone())
@@ -69,7 +75,7 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                     "this broker does not host that partition".to_owned(),
                 )),
                 (None, Some(partition)) => {
-                    append(&partition, p.records, now_ms).map(|r| (r, partition))
+                    append(&partition, p.records, now_ms, acks == -1).map(|r| (r, partition))
                 }
             };
             partition_responses.push(match outcome {
@@ -84,8 +90,14 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                         .increment(u64::from(info.records_count));
                     metrics::counter!(crate::metrics::BYTES_IN, &topic_label)
                         .increment(info.bytes as u64);
-                    if needs_group_commit {
-                        appended.push((responses.len(), partition_responses.len(), partition));
+                    if acks == -1 || needs_group_commit {
+                        appended.push((
+                            responses.len(),
+                            partition_responses.len(),
+                            partition,
+                            info.last_offset + 1,
+                            needs_group_commit,
+                        ));
                     }
                     response
                         .with_base_offset(info.base_offset)
@@ -112,14 +124,20 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
         );
     }
 
-    // Durability: acks=all waits for the group commit; other acks only ask for one.
+    // acks=all waits for the high watermark; other acks only ask for a group commit.
     let committer = &broker.replicas.group_committer;
     let mut waits = Vec::new();
-    for (t, p, partition) in appended {
+    for (t, p, partition, end, needs_group_commit) in appended {
         if acks == -1 {
             let committer = committer.clone();
-            waits.push(async move { (t, p, committer.flush(partition).await) });
-        } else {
+            waits.push(async move {
+                (
+                    t,
+                    p,
+                    replicated(committer, partition, end, needs_group_commit).await,
+                )
+            });
+        } else if needs_group_commit {
             committer.request(partition);
         }
     }
@@ -130,23 +148,10 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
         parked.increment(1.0);
         let outcome = tokio::time::timeout(timeout, all).await;
         parked.decrement(1.0);
-        let results = match outcome {
-            Ok(results) => results
-                .into_iter()
-                .map(|(t, p, r)| {
-                    (
-                        t,
-                        p,
-                        r.err()
-                            .map(|e| (ResponseError::KafkaStorageError, e.to_string())),
-                    )
-                })
-                .collect::<Vec<_>>(),
-            Err(_) => Vec::new(),
-        };
+        let results = outcome.unwrap_or_default();
         let timed_out = results.is_empty();
         for (t, p, error) in results {
-            if let Some((code, msg)) = error {
+            if let Err((code, msg)) = error {
                 let r = &mut responses[t].partition_responses[p];
                 r.error_code = code.code();
                 r.error_message = Some(StrBytes::from_string(msg));
@@ -160,7 +165,7 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                 if r.error_code == 0 {
                     r.error_code = ResponseError::RequestTimedOut.code();
                     r.error_message = Some(StrBytes::from_static_str(
-                        "timed out waiting for the records to become durable",
+                        "timed out waiting for the in-sync replicas to have the records",
                     ));
                 }
             }
@@ -173,11 +178,62 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
     Some(ProduceResponse::default().with_responses(responses))
 }
 
+/// Waits until the high watermark reaches `end` (the offset after the appended records),
+/// first making them durable here under group commit.
+async fn replicated(
+    committer: crate::group_commit::GroupCommitter,
+    partition: Arc<Partition>,
+    end: i64,
+    needs_group_commit: bool,
+) -> Result<(), (ResponseError, String)> {
+    let mut role = partition.subscribe_role();
+    let mut hw = partition.subscribe();
+    if needs_group_commit {
+        committer
+            .flush(partition.clone())
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+    }
+    loop {
+        if *hw.borrow_and_update() >= end || partition.high_watermark() >= end {
+            break;
+        }
+        if !partition.is_leader() {
+            return Err((
+                ResponseError::NotLeaderOrFollower,
+                "leadership moved before the records were replicated".to_owned(),
+            ));
+        }
+        tokio::select! {
+            changed = hw.changed() => if changed.is_err() {
+                return Err((
+                    ResponseError::NotLeaderOrFollower,
+                    "the partition was closed before the records were replicated".to_owned(),
+                ));
+            },
+            _ = role.changed() => {}
+        }
+    }
+    let info = partition.info();
+    let min_insync = partition.min_insync_replicas();
+    if (info.isr.len() as i32) < min_insync {
+        return Err((
+            ResponseError::NotEnoughReplicasAfterAppend,
+            format!(
+                "appended, but the ISR {:?} shrank below min.insync.replicas={min_insync}",
+                info.isr
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates and appends one partition's batches.
 fn append(
     partition: &Partition,
     records: Option<Bytes>,
     now_ms: i64,
+    check_min_insync: bool,
 ) -> Result<LeaderAppend, (ResponseError, String)> {
     let Some(records) = records else {
         return Err((
@@ -197,6 +253,9 @@ fn append(
     // The log patches offsets into the batch headers, so it needs its own copy.
     let mut buf = BytesMut::from(&records[..]);
     partition
-        .append_as_leader(&mut buf, now_ms)
-        .map_err(|e| (log_error_code(&e), e.to_string()))
+        .append_as_leader(&mut buf, now_ms, check_min_insync)
+        .map_err(|e| match e {
+            AppendError::Refused(code, msg) => (code, msg),
+            AppendError::Log(e) => (log_error_code(&e), e.to_string()),
+        })
 }

@@ -54,16 +54,17 @@ pub async fn create_topic(
     } else {
         partitions
     };
-    let replication_factor = if replication_factor == -1 {
-        broker.config.default_replication_factor
-    } else {
-        replication_factor
-    };
+    let default_rf = broker.config.default_replication_factor;
     let topic_id = uuid::Uuid::new_v4();
     let start_index = topic_id.as_u128() as usize;
     let b = broker.clone();
     super::blocking(move || {
         let decide = |state: &cairn_meta::ClusterState| {
+            let replication_factor = if replication_factor == -1 {
+                default_rf.unwrap_or_else(|| controller::default_replication_factor(state))
+            } else {
+                replication_factor
+            };
             controller::create_topic(state, &name, partitions, replication_factor, configs, topic_id, start_index)
         };
         if validate_only {
