@@ -47,6 +47,8 @@ use crate::replication::fetcher::Fetchers;
 use crate::replication::isr::LeaderView;
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Pause before proposing another ISR change after one was refused or not committed.
+pub const ISR_CHANGE_RETRY_BACKOFF_MS: i64 = 1_000;
 
 /// What a leader append did, read under the same lock as the append itself.
 pub struct LeaderAppend {
@@ -112,6 +114,8 @@ struct Role {
     epoch_start_offset: i64,
     /// An ISR change is proposed and not yet committed or refused.
     isr_change_pending: bool,
+    /// After a refused ISR change, no new proposal before this time (ms).
+    isr_change_retry_at_ms: i64,
     /// The topic's `min.insync.replicas`.
     min_insync: i32,
 }
@@ -342,7 +346,10 @@ impl Partition {
         self.update_leader_high_watermark();
         let hw = self.high_watermark();
         let mut role = self.role.lock();
-        if role.isr_change_pending || role.info.leader != self.node_id {
+        if role.isr_change_pending
+            || role.info.leader != self.node_id
+            || now_ms < role.isr_change_retry_at_ms
+        {
             return Ok(None);
         }
         let joining = role
@@ -360,7 +367,10 @@ impl Partition {
     /// As leader, an ISR shrink to propose when followers lag more than `lag_max_ms`.
     pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
         let mut role = self.role.lock();
-        if role.info.leader != self.node_id || role.isr_change_pending {
+        if role.info.leader != self.node_id
+            || role.isr_change_pending
+            || now_ms < role.isr_change_retry_at_ms
+        {
             return None;
         }
         let lagging = role
@@ -391,9 +401,14 @@ impl Partition {
     }
 
     /// The proposal returned by [`Partition::on_follower_fetch`] or
-    /// [`Partition::isr_shrink`] was decided (committed or refused).
-    pub fn isr_change_done(&self) {
-        self.role.lock().isr_change_pending = false;
+    /// [`Partition::isr_shrink`] was decided; after a refusal or a failure the next
+    /// proposal waits [`ISR_CHANGE_RETRY_BACKOFF_MS`].
+    pub fn isr_change_done(&self, committed: bool, now_ms: i64) {
+        let mut role = self.role.lock();
+        role.isr_change_pending = false;
+        if !committed {
+            role.isr_change_retry_at_ms = now_ms + ISR_CHANGE_RETRY_BACKOFF_MS;
+        }
     }
 
     /// Brings the role in line with the partition's committed record. Blocking (the
@@ -424,6 +439,11 @@ impl Partition {
         let leadership_changed = old.leader != new.leader || old.leader_epoch != new.leader_epoch;
         let change = if !leadership_changed {
             role.view.set_replicas(me, &new.replicas);
+            for r in &old.isr {
+                if !new.isr.contains(r) {
+                    role.view.reset(*r);
+                }
+            }
             RoleChange::Unchanged
         } else if new.leader == me {
             let mut log = self.log.lock();
@@ -775,6 +795,7 @@ impl ReplicaManager {
                 view: LeaderView::default(),
                 epoch_start_offset: leo,
                 isr_change_pending: false,
+                isr_change_retry_at_ms: 0,
                 min_insync: 1,
             }),
             log: Mutex::new(log),

@@ -79,6 +79,16 @@ impl LeaderView {
         }
     }
 
+    /// Forgets what is known of `replica` (it left the ISR): it must fetch again before
+    /// it counts as caught up, so a dead follower is never proposed back.
+    pub fn reset(&mut self, replica: i32) {
+        if let Some(f) = self.followers.get_mut(&replica) {
+            f.log_end_offset = -1;
+            f.last_fetch_leader_leo = -1;
+            f.last_fetch_ms = -1;
+        }
+    }
+
     pub fn follower(&self, replica: i32) -> Option<&FollowerState> {
         self.followers.get(&replica)
     }

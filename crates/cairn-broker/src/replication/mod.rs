@@ -40,6 +40,7 @@ pub fn propose_isr_change(broker: &Arc<Broker>, partition: Arc<Partition>, propo
                 proposal.new_isr.clone(),
             )
         });
+        let committed = matches!(result, Ok(Ok(_)));
         match result {
             Ok(Ok(state)) => {
                 tracing::info!(topic = %partition.topic, partition = partition.index, isr = ?proposal.new_isr, "ISR change committed");
@@ -54,7 +55,7 @@ pub fn propose_isr_change(broker: &Arc<Broker>, partition: Arc<Partition>, propo
                 tracing::warn!(topic = %partition.topic, partition = partition.index, isr = ?proposal.new_isr, "ISR change not committed: {e}")
             }
         }
-        partition.isr_change_done();
+        partition.isr_change_done(committed, crate::now_ms());
     });
 }
 
