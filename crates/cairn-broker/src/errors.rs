@@ -31,6 +31,18 @@ pub fn controller_error_code(e: &ControllerError) -> ResponseError {
     }
 }
 
+/// The Kafka error for a metadata change that did not commit: a timeout (no quorum) is
+/// REQUEST_TIMED_OUT, a change raced by others NOT_CONTROLLER (both retriable: clients
+/// refresh and retry), a stopped or failing metadata store KAFKA_STORAGE_ERROR.
+pub fn metadata_error_code(e: &crate::metadata::MetadataError) -> ResponseError {
+    use crate::metadata::MetadataError as M;
+    match e {
+        M::Timeout { .. } => ResponseError::RequestTimedOut,
+        M::Conflict { .. } => ResponseError::NotController,
+        M::Start(_) | M::Import(_) | M::Stopped(_) | M::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
 /// Checks a client's `current_leader_epoch` against ours (KIP-320): -1 skips the check.
 pub fn check_leader_epoch(requested: i32, current: i32) -> Result<(), ResponseError> {
     if requested < 0 || requested == current {

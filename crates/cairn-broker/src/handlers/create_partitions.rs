@@ -42,7 +42,7 @@ pub async fn handle(
             let state = match b.metadata.propose(decide) {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
-                Err(e) => return Err((ResponseError::KafkaStorageError, e.to_string())),
+                Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),
             };
             tracing::info!(topic = %name, partitions = count, "partitions added");
             b.replicas

@@ -47,7 +47,7 @@ pub async fn handle(ctx: RequestContext, request: DeleteTopicsRequest) -> Delete
             {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
-                Err(e) => return Err((ResponseError::KafkaStorageError, e.to_string())),
+                Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),
             };
             tracing::info!(topic = %name, "topic deleted");
             b.replicas

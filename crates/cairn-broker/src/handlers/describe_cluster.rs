@@ -9,7 +9,7 @@ use super::RequestContext;
 pub fn handle(ctx: RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let state = ctx.broker.metadata.state();
     let brokers = state
-        .brokers()
+        .unfenced_brokers()
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.broker_id))
@@ -23,7 +23,7 @@ pub fn handle(ctx: RequestContext, request: DescribeClusterRequest) -> DescribeC
         .with_cluster_id(StrBytes::from_string(
             state.cluster_id().unwrap_or_default().to_owned(),
         ))
-        .with_controller_id(BrokerId(ctx.broker.config.node_id))
+        .with_controller_id(BrokerId(super::metadata::controller_id(&ctx.broker)))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -89,8 +89,9 @@ pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRe
     }
 
     let state = broker.metadata.state();
+    // Fenced brokers are left out, as Kafka does: clients should not try them.
     let brokers = state
-        .brokers()
+        .unfenced_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
@@ -106,9 +107,19 @@ pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRe
                 .cluster_id()
                 .map(|c| StrBytes::from_string(c.to_owned())),
         )
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(controller_id(&broker)))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// The active controller (the metadata quorum's leader), this broker if none is known.
+pub fn controller_id(broker: &crate::server::Broker) -> i32 {
+    broker
+        .metadata
+        .quorum()
+        .status()
+        .leader_id
+        .map_or(broker.config.node_id, |id| id as i32)
 }
 
 fn error_topic(
@@ -128,7 +139,15 @@ fn topic_response(topic: &TopicInfo, _version: i16) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
+            // A partition without a leader (every in-sync replica fenced) is reported as
+            // LEADER_NOT_AVAILABLE, so clients wait and refresh.
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.partition)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)

@@ -81,7 +81,7 @@ pub async fn create_topic(
         let state = match b.metadata.propose(decide) {
             Ok(Ok(state)) => state,
             Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
-            Err(e) => return Err((ResponseError::KafkaStorageError, e.to_string())),
+            Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),
         };
         b.replicas
             .apply_metadata(&state, crate::now_ms())
@@ -148,7 +148,7 @@ pub async fn alter_topic_configs(
         let state = match b.metadata.propose(decide) {
             Ok(Ok(state)) => state,
             Ok(Err(refusal)) => return Err(refusal),
-            Err(e) => return Err((ResponseError::KafkaStorageError, e.to_string())),
+            Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),
         };
         b.replicas
             .apply_metadata(&state, crate::now_ms())
