@@ -32,6 +32,10 @@ pub async fn handle(ctx: RequestContext, request: DeleteRecordsRequest) -> Delet
                             return result
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
+                        if !partition.is_leader() {
+                            return result
+                                .with_error_code(ResponseError::NotLeaderOrFollower.code());
+                        }
                         let hw = partition.high_watermark();
                         let offset = if p.offset == HIGH_WATERMARK {
                             hw

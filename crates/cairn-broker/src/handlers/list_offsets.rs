@@ -65,6 +65,9 @@ fn lookup(
     timestamp: i64,
     current_leader_epoch: i32,
 ) -> Result<(i64, i64), ResponseError> {
+    if !partition.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     check_leader_epoch(current_leader_epoch, partition.leader_epoch())?;
     let hw = partition.high_watermark();
     match timestamp {
