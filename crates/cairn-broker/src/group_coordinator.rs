@@ -5,34 +5,60 @@
 //! - Placement: group G belongs to partition `abs(G.hashCode()) % N` of
 //!   `__consumer_offsets` (Java's `String.hashCode`, Kafka's `Utils.abs`, so that Kafka
 //!   tooling computes the same partition), N being the topic's partition count, or
-//!   `offsets.topic.num.partitions` before the topic exists.
-//! - Loading: the first request for a partition (and the start of the broker) replays the
-//!   partition's records into a fresh state machine; a partition this broker does not host
-//!   answers NOT_COORDINATOR. (With replication, leadership changes will load and unload.)
+//!   `offsets.topic.num.partitions` before the topic exists. The coordinator of G is the
+//!   current leader of that partition (FindCoordinator answers with it).
+//! - Loading and unloading (failover): a *shard* — the state machine of one partition —
+//!   is served only while this broker leads the partition at the leader epoch the shard
+//!   was loaded at. Every request checks that first; a shard whose partition moved away
+//!   (or whose epoch changed) is unloaded — dropped, its parked joins and syncs answered
+//!   NOT_COORDINATOR — and the request answered NOT_COORDINATOR, so that clients look the
+//!   coordinator up again. The timer task unloads such shards too, so parked joins never
+//!   hang on a broker that lost leadership. A partition that is led here but not loaded is
+//!   loaded by the first request for it (and at startup, if led then): the loader waits,
+//!   bounded per request ([`LOAD_WAIT_MS`]; meanwhile COORDINATOR_LOAD_IN_PROGRESS, which
+//!   clients retry), until the partition's high watermark reaches its log end offset —
+//!   a new leader's high watermark lags until its followers have caught up, and everything
+//!   the previous coordinator had committed is below that log end offset — and then
+//!   replays the records below the high watermark into a fresh state machine. A partition
+//!   this broker does not lead answers NOT_COORDINATOR.
 //! - Persistence: after every call into a state machine its `Append` effects are encoded
-//!   in Kafka's key/value formats ([`cairn_group::records`]) as one v2 batch and appended
-//!   under the state machine's lock (so the log order is the state order); then, without
-//!   the lock, the group committer makes them durable; only then are the call's answers
-//!   delivered. An OffsetCommit is therefore answered only once its record is on disk.
-//! - Delayed answers: JoinGroup and SyncGroup park a oneshot under a waiter id; effects
-//!   complete it. A client that disconnects drops the receiver; the answer is discarded.
+//!   in Kafka's key/value formats ([`cairn_group::records`]) as v2 batches and appended
+//!   under the state machine's lock (so the log order is the state order; refused unless
+//!   the shard's leader epoch is still current); then, without the lock, the leader-side
+//!   group committer makes them durable here and the call waits — like an `acks=all`
+//!   produce — until the high watermark passes them (every in-sync replica has them), at
+//!   most [`OFFSETS_COMMIT_TIMEOUT_MS`] (Kafka's `offsets.commit.timeout.ms`); only then
+//!   are the call's answers delivered. An OffsetCommit is therefore answered only once its
+//!   record is on disk on every in-sync replica of its partition.
+//! - Delayed answers: JoinGroup and SyncGroup park a oneshot under a waiter id, tagged
+//!   with the shard it was handed to; effects complete it, unloading that shard drops it
+//!   (NOT_COORDINATOR). A client that disconnects drops the receiver; the answer is
+//!   discarded.
 //! - Timers: a task ticks every state machine every [`TICK_INTERVAL_MS`] (session expiry,
-//!   rebalance timeouts, the initial rebalance delay, offset retention).
+//!   rebalance timeouts, the initial rebalance delay, offset retention), after unloading
+//!   the shards of partitions no longer led here.
 //!
-//! - A failed append or fsync turns the call's answers into COORDINATOR_NOT_AVAILABLE
-//!   (clients look the coordinator up again and retry), but the state machine has already
-//!   moved on; the log catches up with the next successful write of those groups, and a
-//!   restart reloads what is durable. Replication will make such failures a leadership
-//!   change (unload, reload) instead.
+//! - A failed append or fsync, a high watermark that does not pass the records in time,
+//!   or an ISR below `min.insync.replicas` after the wait turn the call's answers into
+//!   COORDINATOR_NOT_AVAILABLE (REQUEST_TIMED_OUT for an OffsetCommit that timed out;
+//!   NOT_COORDINATOR if leadership moved meanwhile): clients look the coordinator up again
+//!   and retry. The state machine has already moved on; the log catches up with the next
+//!   successful write of those groups, and a reload (restart, failover) replays what the
+//!   ISR has.
 //!
 //! ## Threads
 //! State machines sit behind `parking_lot` mutexes held only for the synchronous call and
-//! the append (page-cache write); fsync waits happen outside them.
+//! the append (page-cache write); fsync and high-watermark waits happen outside them.
+//! Loading is serialised per partition (an async mutex each).
 //!
 //! ## What survives a crash
-//! What the group committer made durable: every acknowledged OffsetCommit, and group
-//! membership as of the last completed SyncGroup. Delayed joins in flight are lost; their
-//! clients time out and rejoin.
+//! What reached the high watermark of the offsets partition: every acknowledged
+//! OffsetCommit, and group membership as of the last completed SyncGroup, is on disk on
+//! every in-sync replica, so it survives this broker's crash both here (restart) and on
+//! the replica the controller elects leader instead (failover: that broker loads the
+//! partition and becomes the coordinator). Records appended but not acknowledged may or
+//! may not survive. Delayed joins in flight are lost; their clients time out or get
+//! NOT_COORDINATOR, find the new coordinator and rejoin.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +76,7 @@ use kafka_protocol::records::{
 };
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use crate::replica_manager::Partition;
 use crate::server::Broker;
@@ -60,6 +87,13 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
 /// How often timers are checked; session and rebalance timeouts fire at most this late.
 pub const TICK_INTERVAL_MS: u64 = 100;
+/// `offsets.commit.timeout.ms` (Kafka's default): how long a write of group records waits
+/// for the high watermark to pass it.
+pub const OFFSETS_COMMIT_TIMEOUT_MS: u64 = 5_000;
+/// How long one request waits for a partition led here to become loadable (its high
+/// watermark to reach its log end offset, or another request's load to finish) before it
+/// is answered COORDINATOR_LOAD_IN_PROGRESS.
+pub const LOAD_WAIT_MS: u64 = 1_000;
 /// Largest batch of group records appended at once; larger writes (a DeleteGroups of a
 /// group with many offsets) are split, staying far below the topic's `max.message.bytes`.
 const APPEND_BATCH_BYTES_MAX: usize = 256 * 1024;
@@ -69,7 +103,8 @@ const LOAD_READ_BYTES: usize = 1024 * 1024;
 /// Why the coordinator cannot serve a group right now (besides the group's own errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoordinatorError {
-    /// This broker does not lead the group's `__consumer_offsets` partition.
+    /// This broker does not lead the group's `__consumer_offsets` partition (or no longer
+    /// at the epoch its state was loaded at).
     #[error("this broker is not the coordinator of group '{group_id}'")]
     NotCoordinator { group_id: String },
     /// This broker leads the group's partition but has not opened or loaded it yet
@@ -79,6 +114,14 @@ pub enum CoordinatorError {
     /// The partition could not be read or written.
     #[error("group coordinator storage failure: {0}")]
     Storage(String),
+    /// The records were appended but not replicated as required (too few in-sync
+    /// replicas, or not in time for a request other than OffsetCommit).
+    #[error("group coordinator not available: {0}")]
+    Unavailable(String),
+    /// An OffsetCommit's records did not reach the high watermark within
+    /// [`OFFSETS_COMMIT_TIMEOUT_MS`] (REQUEST_TIMED_OUT).
+    #[error("{0}")]
+    TimedOut(String),
     #[error(transparent)]
     Group(#[from] GroupError),
 }
@@ -88,7 +131,10 @@ pub fn coordinator_error_code(e: &CoordinatorError) -> ResponseError {
     match e {
         CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
         CoordinatorError::LoadInProgress { .. } => ResponseError::CoordinatorLoadInProgress,
-        CoordinatorError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+        CoordinatorError::Storage(_) | CoordinatorError::Unavailable(_) => {
+            ResponseError::CoordinatorNotAvailable
+        }
+        CoordinatorError::TimedOut(_) => ResponseError::RequestTimedOut,
         CoordinatorError::Group(g) => group_error_code(g),
     }
 }
@@ -133,10 +179,55 @@ enum Waiter {
     Sync(oneshot::Sender<Result<SyncResponse, GroupError>>),
 }
 
+/// A parked answer and the shard it was handed to (0: not handed to any yet).
+struct Parked {
+    shard_id: u64,
+    waiter: Waiter,
+}
+
 /// One led partition: its state machine and its log.
 struct Shard {
+    /// Unique per load (tags the waiters parked in this state machine).
+    id: u64,
+    index: i32,
     machine: cairn_group::GroupCoordinator,
     partition: Arc<Partition>,
+    /// The leader epoch this shard was loaded at: it is served only while it is current.
+    leader_epoch: i32,
+    /// Set (under the shard's lock) when unloaded: no call runs on it any more.
+    unloaded: bool,
+}
+
+impl Shard {
+    fn servable(&self) -> bool {
+        !self.unloaded && led_at(&self.partition, self.leader_epoch)
+    }
+}
+
+/// Whether this broker leads `partition` at `leader_epoch`.
+fn led_at(partition: &Partition, leader_epoch: i32) -> bool {
+    partition.is_leader() && partition.leader_epoch() == leader_epoch
+}
+
+/// How a call's records ended up, for its delayed answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Replicated (or nothing to write): deliver the answers.
+    Done,
+    /// Leadership moved: drop the answers (their requests get NOT_COORDINATOR).
+    NotCoordinator,
+    /// Not replicated: answer COORDINATOR_NOT_AVAILABLE.
+    Failed,
+}
+
+impl Outcome {
+    fn of(r: &Result<(), CoordinatorError>) -> Outcome {
+        match r {
+            Ok(()) => Outcome::Done,
+            Err(CoordinatorError::NotCoordinator { .. }) => Outcome::NotCoordinator,
+            Err(_) => Outcome::Failed,
+        }
+    }
 }
 
 /// The broker's group coordinator.
@@ -145,10 +236,11 @@ pub struct GroupCoordinator {
     /// `offsets.topic.num.partitions`, used until the topic exists.
     num_partitions_default: i32,
     shards: Mutex<HashMap<i32, Arc<Mutex<Shard>>>>,
-    /// Serialises loading so a partition is replayed once.
-    load_lock: tokio::sync::Mutex<()>,
+    /// One lock per partition, serialising its loading so that it is replayed once.
+    load_locks: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    next_shard: AtomicU64,
     next_waiter: AtomicU64,
-    waiters: Mutex<HashMap<WaiterId, Waiter>>,
+    waiters: Mutex<HashMap<WaiterId, Parked>>,
     member_id_seed: u64,
 }
 
@@ -158,7 +250,8 @@ impl GroupCoordinator {
             config,
             num_partitions_default,
             shards: Mutex::new(HashMap::new()),
-            load_lock: tokio::sync::Mutex::new(()),
+            load_locks: Mutex::new(HashMap::new()),
+            next_shard: AtomicU64::new(1),
             next_waiter: AtomicU64::new(1),
             waiters: Mutex::new(HashMap::new()),
             member_id_seed: uuid::Uuid::new_v4().as_u128() as u64,
@@ -180,22 +273,61 @@ impl GroupCoordinator {
         partition_for(group_id, self.num_partitions(broker))
     }
 
-    /// The loaded shard of a group, loading its partition on first use.
+    /// The loaded shard of partition `index` if it may still be served; a shard that may
+    /// not (leadership or epoch changed, partition reopened) is unloaded.
+    fn servable_shard(&self, broker: &Broker, index: i32) -> Option<Arc<Mutex<Shard>>> {
+        let shard = self.shards.lock().get(&index).cloned()?;
+        let current = broker.replicas.get(OFFSETS_TOPIC, index);
+        let servable = {
+            let s = shard.lock();
+            s.servable() && current.is_some_and(|p| Arc::ptr_eq(&p, &s.partition))
+        };
+        if servable {
+            Some(shard)
+        } else {
+            self.unload(&shard);
+            None
+        }
+    }
+
+    /// The shard serving a group: its partition's index and state, loading the partition
+    /// if this broker leads it and has not loaded it at the current epoch.
     async fn shard(
         &self,
         broker: &Broker,
         group_id: &str,
-    ) -> Result<Arc<Mutex<Shard>>, CoordinatorError> {
+    ) -> Result<(i32, Arc<Mutex<Shard>>), CoordinatorError> {
         let index = self.partition_of(broker, group_id);
-        if let Some(s) = self.shards.lock().get(&index) {
-            return Ok(s.clone());
+        if let Some(s) = self.servable_shard(broker, index) {
+            return Ok((index, s));
         }
+        let deadline = Instant::now() + Duration::from_millis(LOAD_WAIT_MS);
+        self.load_index(broker, index, group_id, deadline)
+            .await
+            .map(|s| (index, s))
+    }
+
+    /// Loads partition `index` if this broker leads it, waiting until `deadline` at most
+    /// for another load of it to finish and for its high watermark to catch up.
+    async fn load_index(
+        &self,
+        broker: &Broker,
+        index: i32,
+        group_id: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Mutex<Shard>>, CoordinatorError> {
         let not_coordinator = || CoordinatorError::NotCoordinator {
             group_id: group_id.to_owned(),
         };
-        let _loading = self.load_lock.lock().await;
-        if let Some(s) = self.shards.lock().get(&index) {
-            return Ok(s.clone());
+        let load_in_progress = || CoordinatorError::LoadInProgress {
+            group_id: group_id.to_owned(),
+        };
+        let lock = self.load_locks.lock().entry(index).or_default().clone();
+        let Ok(_loading) = tokio::time::timeout_at(deadline, lock.lock()).await else {
+            return Err(load_in_progress());
+        };
+        if let Some(s) = self.servable_shard(broker, index) {
+            return Ok(s);
         }
         let Some(partition) = broker.replicas.get(OFFSETS_TOPIC, index) else {
             // Led here but not open yet (the topic was just created): retriable.
@@ -206,130 +338,296 @@ impl GroupCoordinator {
                 .and_then(|t| t.partitions.get(index as usize).map(|p| p.leader))
                 == Some(broker.config.node_id);
             return Err(if led_here {
-                CoordinatorError::LoadInProgress {
-                    group_id: group_id.to_owned(),
-                }
+                load_in_progress()
             } else {
                 not_coordinator()
             });
         };
-        let shard = self.load(partition).await?;
-        let shard = Arc::new(Mutex::new(shard));
+        let info = partition.info();
+        if info.leader != broker.config.node_id {
+            return Err(not_coordinator());
+        }
+        let leader_epoch = info.leader_epoch;
+        let end = self
+            .caught_up(broker, &partition, leader_epoch, deadline)
+            .await
+            .map_err(|e| match e {
+                CaughtUp::NotLeader => not_coordinator(),
+                CaughtUp::Waiting => load_in_progress(),
+                CaughtUp::Storage(e) => CoordinatorError::Storage(e),
+            })?;
+        let id = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        let config = self.config.clone();
+        let seed = self.member_id_seed;
+        let p = partition.clone();
+        let machine = tokio::task::spawn_blocking(move || load_partition(config, seed, &p, end))
+            .await
+            .map_err(|e| CoordinatorError::Storage(format!("loading task failed: {e}")))??;
+        if !led_at(&partition, leader_epoch) {
+            return Err(not_coordinator());
+        }
+        let shard = Arc::new(Mutex::new(Shard {
+            id,
+            index,
+            machine,
+            partition,
+            leader_epoch,
+            unloaded: false,
+        }));
         self.shards.lock().insert(index, shard.clone());
         Ok(shard)
     }
 
-    /// Replays a partition's records into a new state machine, on a blocking thread (a
-    /// large partition is read in full).
-    async fn load(&self, partition: Arc<Partition>) -> Result<Shard, CoordinatorError> {
-        let config = self.config.clone();
-        let seed = self.member_id_seed;
-        tokio::task::spawn_blocking(move || load_partition(config, seed, partition))
-            .await
-            .map_err(|e| CoordinatorError::Storage(format!("loading task failed: {e}")))?
+    /// Waits (until `deadline`) for the high watermark of a partition led here at
+    /// `leader_epoch` to reach its log end offset, i.e. for everything the previous
+    /// leader may have acknowledged to be readable; returns the high watermark.
+    async fn caught_up(
+        &self,
+        broker: &Broker,
+        partition: &Arc<Partition>,
+        leader_epoch: i32,
+        deadline: Instant,
+    ) -> Result<i64, CaughtUp> {
+        let target = partition.log_end_offset();
+        let mut hw = partition.subscribe();
+        let mut role = partition.subscribe_role();
+        if partition.high_watermark() < target && partition.uses_group_commit() {
+            // The leader's own part of the high watermark is its durable end.
+            broker
+                .replicas
+                .group_committer
+                .flush(partition.clone())
+                .await
+                .map_err(|e| CaughtUp::Storage(e.to_string()))?;
+        }
+        loop {
+            hw.borrow_and_update();
+            let now = partition.high_watermark();
+            if now >= target {
+                return Ok(now);
+            }
+            if !led_at(partition, leader_epoch) {
+                return Err(CaughtUp::NotLeader);
+            }
+            tokio::select! {
+                changed = hw.changed() => if changed.is_err() {
+                    return Err(CaughtUp::NotLeader);
+                },
+                _ = role.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(partition = partition.index, high_watermark = now, target, "group coordinator partition not loadable yet: high watermark behind");
+                    return Err(CaughtUp::Waiting);
+                }
+            }
+        }
     }
 
-    /// Loads every hosted partition of the offsets topic (at startup).
+    /// Loads every partition of the offsets topic led here (at startup); partitions not
+    /// loadable at once are left to the first request for them.
     pub async fn load_hosted(&self, broker: &Broker) {
         let n = match broker.metadata.state().topic(OFFSETS_TOPIC) {
             Some(t) => t.partitions.len() as i32,
             None => return,
         };
         for index in 0..n {
-            if broker.replicas.get(OFFSETS_TOPIC, index).is_none() {
+            let led = broker
+                .replicas
+                .get(OFFSETS_TOPIC, index)
+                .is_some_and(|p| p.is_leader());
+            if !led {
                 continue;
             }
-            let _loading = self.load_lock.lock().await;
-            if self.shards.lock().contains_key(&index) {
-                continue;
-            }
-            let partition = broker.replicas.get(OFFSETS_TOPIC, index).expect("checked");
-            match self.load(partition).await {
-                Ok(shard) => {
-                    self.shards
-                        .lock()
-                        .insert(index, Arc::new(Mutex::new(shard)));
+            match self.load_index(broker, index, "", Instant::now()).await {
+                Ok(_) => {}
+                Err(e @ CoordinatorError::Storage(_)) => {
+                    tracing::error!(partition = index, error = %e, "loading groups failed")
                 }
-                Err(e) => tracing::error!(partition = index, error = %e, "loading groups failed"),
+                Err(e) => {
+                    tracing::debug!(partition = index, error = %e, "not loading groups yet")
+                }
             }
+        }
+    }
+
+    /// Drops a shard (if still the loaded one of its partition) and answers the joins and
+    /// syncs parked in it with NOT_COORDINATOR.
+    fn unload(&self, shard: &Arc<Mutex<Shard>>) {
+        let (id, index, was_unloaded) = {
+            let mut s = shard.lock();
+            let was = std::mem::replace(&mut s.unloaded, true);
+            (s.id, s.index, was)
+        };
+        {
+            let mut shards = self.shards.lock();
+            if shards.get(&index).is_some_and(|s| Arc::ptr_eq(s, shard)) {
+                shards.remove(&index);
+            }
+        }
+        // Dropping the senders answers the parked requests NOT_COORDINATOR.
+        let dropped: Vec<Parked> = {
+            let mut waiters = self.waiters.lock();
+            let ids: Vec<WaiterId> = waiters
+                .iter()
+                .filter(|(_, p)| p.shard_id == id)
+                .map(|(w, _)| *w)
+                .collect();
+            ids.iter().filter_map(|w| waiters.remove(w)).collect()
+        };
+        if !was_unloaded {
+            tracing::info!(
+                partition = index,
+                parked = dropped.len(),
+                "unloaded group coordinator partition (no longer led here at its epoch)"
+            );
         }
     }
 
     fn register(&self, waiter: Waiter) -> WaiterId {
         let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
-        self.waiters.lock().insert(id, waiter);
+        self.waiters.lock().insert(
+            id,
+            Parked {
+                shard_id: 0,
+                waiter,
+            },
+        );
         id
     }
 
-    /// Runs `f` on the group's state machine, appends the records it emitted, makes them
-    /// durable, delivers the delayed answers, and returns `f`'s result.
+    /// Runs `f` on the group's state machine, appends the records it emitted, waits until
+    /// they are replicated, delivers the delayed answers, and returns `f`'s result. A
+    /// replication timeout is COORDINATOR_NOT_AVAILABLE.
     async fn call<T>(
         &self,
         broker: &Broker,
         group_id: &str,
         f: impl FnOnce(&mut cairn_group::GroupCoordinator, i64) -> T,
     ) -> Result<T, CoordinatorError> {
-        let shard = self.shard(broker, group_id).await?;
-        let (result, effects, partition, appended) = {
+        self.call_parking(broker, group_id, None, f)
+            .await
+            .map_err(unavailable_on_timeout)
+    }
+
+    /// [`GroupCoordinator::call`], tagging `waiter` (if any) with the shard `f` runs on; a
+    /// replication timeout is [`CoordinatorError::TimedOut`].
+    async fn call_parking<T>(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        waiter: Option<WaiterId>,
+        f: impl FnOnce(&mut cairn_group::GroupCoordinator, i64) -> T,
+    ) -> Result<T, CoordinatorError> {
+        let (_, shard) = self.shard(broker, group_id).await?;
+        let called = {
             let mut s = shard.lock();
-            let now_ms = crate::now_ms();
-            let result = f(&mut s.machine, now_ms);
-            let effects = s.machine.take_effects();
-            let appended = append_records(&s.partition, &effects, now_ms);
-            (result, effects, s.partition.clone(), appended)
+            if s.servable() {
+                if let Some(w) = waiter {
+                    if let Some(p) = self.waiters.lock().get_mut(&w) {
+                        p.shard_id = s.id;
+                    }
+                }
+                let now_ms = crate::now_ms();
+                let result = f(&mut s.machine, now_ms);
+                let effects = s.machine.take_effects();
+                let appended = append_records(&s.partition, &effects, now_ms);
+                Some((
+                    result,
+                    effects,
+                    s.partition.clone(),
+                    s.leader_epoch,
+                    appended,
+                ))
+            } else {
+                None
+            }
         };
-        let durable = self.make_durable(broker, partition, appended).await;
-        self.deliver(effects, durable.is_ok());
+        let Some((result, effects, partition, leader_epoch, appended)) = called else {
+            self.unload(&shard);
+            return Err(CoordinatorError::NotCoordinator {
+                group_id: group_id.to_owned(),
+            });
+        };
+        let durable = self
+            .make_durable(broker, &partition, leader_epoch, appended, group_id)
+            .await;
+        if matches!(durable, Err(CoordinatorError::NotCoordinator { .. })) {
+            self.unload(&shard);
+        }
+        self.deliver(effects, Outcome::of(&durable));
         durable.map(|()| result)
     }
 
+    /// Waits (at most [`OFFSETS_COMMIT_TIMEOUT_MS`]) until the appended records are below
+    /// the high watermark: flushed here first under group commit, then on every in-sync
+    /// replica.
     async fn make_durable(
         &self,
         broker: &Broker,
-        partition: Arc<Partition>,
-        appended: Result<bool, String>,
+        partition: &Arc<Partition>,
+        leader_epoch: i32,
+        appended: Result<Option<i64>, String>,
+        group_id: &str,
     ) -> Result<(), CoordinatorError> {
-        match appended {
-            Ok(false) => Ok(()),
-            Ok(true) => {
-                if partition.uses_group_commit() {
-                    broker
-                        .replicas
-                        .group_committer
-                        .flush(partition)
-                        .await
-                        .map_err(|e| CoordinatorError::Storage(e.to_string()))
-                } else {
-                    Ok(())
+        let end = match appended {
+            Ok(None) => return Ok(()),
+            Ok(Some(end)) => end,
+            Err(e) => {
+                if !led_at(partition, leader_epoch) {
+                    return Err(CoordinatorError::NotCoordinator {
+                        group_id: group_id.to_owned(),
+                    });
                 }
+                return Err(CoordinatorError::Storage(e));
             }
-            Err(e) => Err(CoordinatorError::Storage(e)),
+        };
+        let timeout = Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS);
+        match tokio::time::timeout(
+            timeout,
+            replicated(broker, partition, leader_epoch, end, group_id),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(CoordinatorError::TimedOut(format!(
+                "group records of {}-{} were not replicated to the in-sync replicas within {OFFSETS_COMMIT_TIMEOUT_MS} ms",
+                partition.topic, partition.index
+            ))),
         }
     }
 
-    fn deliver(&self, effects: Vec<Effect>, durable: bool) {
+    fn deliver(&self, effects: Vec<Effect>, outcome: Outcome) {
+        fn answer<T>(outcome: Outcome, result: Result<T, GroupError>) -> Result<T, GroupError> {
+            if outcome == Outcome::Done {
+                result
+            } else {
+                Err(storage_failed(&result))
+            }
+        }
         let mut waiters = self.waiters.lock();
         for e in effects {
+            // NOT_COORDINATOR: dropping the sender is the answer.
             match e {
                 Effect::Append(_) => {}
                 Effect::JoinDone { waiter, result } => {
-                    if let Some(Waiter::Join(tx)) = waiters.remove(&waiter) {
-                        let result = if durable {
-                            result
-                        } else {
-                            Err(storage_failed(&result))
-                        };
-                        let _ = tx.send(result);
+                    if let Some(Parked {
+                        waiter: Waiter::Join(tx),
+                        ..
+                    }) = waiters.remove(&waiter)
+                    {
+                        if outcome != Outcome::NotCoordinator {
+                            let _ = tx.send(answer(outcome, result));
+                        }
                     }
                 }
                 Effect::SyncDone { waiter, result } => {
-                    if let Some(Waiter::Sync(tx)) = waiters.remove(&waiter) {
-                        let result = if durable {
-                            result
-                        } else {
-                            Err(storage_failed(&result))
-                        };
-                        let _ = tx.send(result);
+                    if let Some(Parked {
+                        waiter: Waiter::Sync(tx),
+                        ..
+                    }) = waiters.remove(&waiter)
+                    {
+                        if outcome != Outcome::NotCoordinator {
+                            let _ = tx.send(answer(outcome, result));
+                        }
                     }
                 }
             }
@@ -364,7 +662,8 @@ impl GroupCoordinator {
 
     /// A request whose answer the state machine may delay (JoinGroup, SyncGroup): parks a
     /// waiter made by `park`, runs `f` with its id, and awaits the answer delivered by
-    /// this or a later call. The waiter is removed if `f` never ran.
+    /// this or a later call (or NOT_COORDINATOR when the shard is unloaded first). The
+    /// waiter is removed if `f` never ran.
     async fn parked<T>(
         &self,
         broker: &Broker,
@@ -375,11 +674,11 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         let waiter = self.register(park(tx));
         let called = self
-            .call(broker, &group_id, |m, now| f(m, waiter, now))
+            .call_parking(broker, &group_id, Some(waiter), |m, now| f(m, waiter, now))
             .await;
         if let Err(e) = called {
             self.waiters.lock().remove(&waiter);
-            return Err(e);
+            return Err(unavailable_on_timeout(e));
         }
         match rx.await {
             Ok(result) => result.map_err(CoordinatorError::Group),
@@ -415,15 +714,19 @@ impl GroupCoordinator {
         .map_err(CoordinatorError::Group)
     }
 
+    /// Answered once the commit's records are below the high watermark; REQUEST_TIMED_OUT
+    /// if they are not within [`OFFSETS_COMMIT_TIMEOUT_MS`] (Kafka's OffsetCommit).
     pub async fn commit_offsets(
         &self,
         broker: &Broker,
         req: CommitRequest,
     ) -> Result<Vec<Result<(), GroupError>>, CoordinatorError> {
         let group_id = req.group_id.clone();
-        self.call(broker, &group_id, |m, now| m.commit_offsets(&req, now))
-            .await?
-            .map_err(CoordinatorError::Group)
+        self.call_parking(broker, &group_id, None, |m, now| {
+            m.commit_offsets(&req, now)
+        })
+        .await?
+        .map_err(CoordinatorError::Group)
     }
 
     pub async fn fetch_offsets(
@@ -470,21 +773,42 @@ impl GroupCoordinator {
             .await
     }
 
-    /// Every group of every loaded partition.
+    /// Every group of every loaded partition still led here at its epoch.
     pub fn list_groups(&self) -> Vec<GroupListing> {
         let shards: Vec<_> = self.shards.lock().values().cloned().collect();
         shards
             .iter()
-            .flat_map(|s| s.lock().machine.list_groups())
+            .flat_map(|s| {
+                let s = s.lock();
+                if s.servable() {
+                    s.machine.list_groups()
+                } else {
+                    Vec::new()
+                }
+            })
             .collect()
     }
 
-    /// Fires the timers of every loaded partition.
+    /// Unloads the shards of partitions no longer led here at their epoch, then fires the
+    /// timers of the others and waits for their records to be replicated.
     pub async fn tick(&self, broker: &Broker) {
         let shards: Vec<_> = self.shards.lock().values().cloned().collect();
+        let mut writes = Vec::new();
         for shard in shards {
-            let (effects, partition, appended) = {
+            let current = {
+                let s = shard.lock();
+                broker
+                    .replicas
+                    .get(OFFSETS_TOPIC, s.index)
+                    .is_some_and(|p| Arc::ptr_eq(&p, &s.partition))
+            };
+            let (effects, partition, leader_epoch, appended) = {
                 let mut s = shard.lock();
+                if !current || !s.servable() {
+                    drop(s);
+                    self.unload(&shard);
+                    continue;
+                }
                 let now_ms = crate::now_ms();
                 s.machine.tick(now_ms);
                 let effects = s.machine.take_effects();
@@ -492,29 +816,103 @@ impl GroupCoordinator {
                     continue;
                 }
                 let appended = append_records(&s.partition, &effects, now_ms);
-                (effects, s.partition.clone(), appended)
+                (effects, s.partition.clone(), s.leader_epoch, appended)
             };
-            let durable = self.make_durable(broker, partition, appended).await;
-            if let Err(e) = &durable {
-                tracing::warn!(error = %e, "persisting group timer effects failed");
-            }
-            self.deliver(effects, durable.is_ok());
+            writes.push(async move {
+                let durable = self
+                    .make_durable(broker, &partition, leader_epoch, appended, "")
+                    .await;
+                if let Err(e) = &durable {
+                    tracing::warn!(partition = partition.index, error = %e, "persisting group timer effects failed");
+                }
+                if matches!(durable, Err(CoordinatorError::NotCoordinator { .. })) {
+                    self.unload(&shard);
+                }
+                self.deliver(effects, Outcome::of(&durable));
+            });
         }
+        futures_util::future::join_all(writes).await;
     }
 }
 
-/// Replays a partition's records into a new state machine. Blocking.
+/// A replication timeout outside OffsetCommit: COORDINATOR_NOT_AVAILABLE.
+fn unavailable_on_timeout(e: CoordinatorError) -> CoordinatorError {
+    match e {
+        CoordinatorError::TimedOut(msg) => CoordinatorError::Unavailable(msg),
+        e => e,
+    }
+}
+
+/// Why a partition led here cannot be loaded yet.
+enum CaughtUp {
+    NotLeader,
+    /// The high watermark has not reached the log end offset yet.
+    Waiting,
+    Storage(String),
+}
+
+/// Waits until the high watermark of a partition led here at `leader_epoch` reaches
+/// `end` (the offset after appended records), first making them durable here under group
+/// commit; then checks `min.insync.replicas` (as an `acks=all` produce does).
+async fn replicated(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    leader_epoch: i32,
+    end: i64,
+    group_id: &str,
+) -> Result<(), CoordinatorError> {
+    let not_coordinator = || CoordinatorError::NotCoordinator {
+        group_id: group_id.to_owned(),
+    };
+    let mut role = partition.subscribe_role();
+    let mut hw = partition.subscribe();
+    if partition.uses_group_commit() {
+        broker
+            .replicas
+            .group_committer
+            .flush(partition.clone())
+            .await
+            .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+    }
+    loop {
+        hw.borrow_and_update();
+        if partition.high_watermark() >= end {
+            break;
+        }
+        if !led_at(partition, leader_epoch) {
+            return Err(not_coordinator());
+        }
+        tokio::select! {
+            changed = hw.changed() => if changed.is_err() {
+                return Err(not_coordinator());
+            },
+            _ = role.changed() => {}
+        }
+    }
+    let isr = partition.info().isr;
+    let min_insync = partition.min_insync_replicas();
+    if (isr.len() as i32) < min_insync {
+        return Err(CoordinatorError::Unavailable(format!(
+            "group records of {}-{} appended, but the ISR {isr:?} is below min.insync.replicas={min_insync}",
+            partition.topic, partition.index
+        )));
+    }
+    Ok(())
+}
+
+/// Replays a partition's records below `end` (its high watermark) into a new state
+/// machine. Blocking.
 fn load_partition(
     config: GroupConfig,
     member_id_seed: u64,
-    partition: Arc<Partition>,
-) -> Result<Shard, CoordinatorError> {
+    partition: &Partition,
+    end: i64,
+) -> Result<cairn_group::GroupCoordinator, CoordinatorError> {
     let started = std::time::Instant::now();
     let now_ms = crate::now_ms();
     let mut machine = cairn_group::GroupCoordinator::new(config, member_id_seed);
     let mut offset = partition.log_start_offset();
     let mut records = 0u64;
-    let end = partition.high_watermark();
     while offset < end {
         let info = partition
             .read(offset, LOAD_READ_BYTES, true)
@@ -551,27 +949,34 @@ fn load_partition(
     machine.take_effects();
     tracing::info!(
         partition = partition.index,
+        leader_epoch = partition.leader_epoch(),
         records,
+        end_offset = offset,
         groups = machine.list_groups().len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded group coordinator partition"
     );
-    Ok(Shard { machine, partition })
+    Ok(machine)
 }
 
-/// The error a client gets when its answer's records could not be made durable.
+/// The error a client gets when its answer's records could not be replicated.
 fn storage_failed<T>(_: &Result<T, GroupError>) -> GroupError {
     GroupError::CoordinatorNotAvailable {
         group_id: String::new(),
     }
 }
 
-/// Appends the `Append` effects as v2 batches; reports whether anything was appended.
-fn append_records(partition: &Partition, effects: &[Effect], now_ms: i64) -> Result<bool, String> {
+/// Appends the `Append` effects as v2 batches; reports the offset after the last appended
+/// record (`None`: nothing to append).
+fn append_records(
+    partition: &Partition,
+    effects: &[Effect],
+    now_ms: i64,
+) -> Result<Option<i64>, String> {
     let mut pending: Vec<Record> = Vec::new();
     let mut pending_bytes = 0usize;
-    let mut appended = false;
-    let flush = |records: &mut Vec<Record>| -> Result<(), String> {
+    let mut end = None;
+    let flush = |records: &mut Vec<Record>, end: &mut Option<i64>| -> Result<(), String> {
         if records.is_empty() {
             return Ok(());
         }
@@ -588,12 +993,13 @@ fn append_records(partition: &Partition, effects: &[Effect], now_ms: i64) -> Res
             },
         )
         .map_err(|e| format!("encoding group records: {e}"))?;
-        partition
+        let appended = partition
             .append_as_leader(&mut buf, now_ms, false)
             .map_err(|e| match e {
                 crate::replica_manager::AppendError::Refused(_, msg) => msg,
                 crate::replica_manager::AppendError::Log(e) => e.to_string(),
             })?;
+        *end = Some(appended.info.last_offset + 1);
         records.clear();
         Ok(())
     };
@@ -616,17 +1022,17 @@ fn append_records(partition: &Partition, effects: &[Effect], now_ms: i64) -> Res
             value: value.map(Bytes::from),
             headers: Default::default(),
         });
-        appended = true;
         if pending_bytes >= APPEND_BATCH_BYTES_MAX {
-            flush(&mut pending)?;
+            flush(&mut pending, &mut end)?;
             pending_bytes = 0;
         }
     }
-    flush(&mut pending)?;
-    Ok(appended)
+    flush(&mut pending, &mut end)?;
+    Ok(end)
 }
 
-/// The coordinator's background task: loads hosted partitions, then ticks until shutdown.
+/// The coordinator's background task: loads partitions led here, then ticks until
+/// shutdown.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     broker.group_coordinator.load_hosted(&broker).await;
     loop {

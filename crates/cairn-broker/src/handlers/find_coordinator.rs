@@ -1,9 +1,14 @@
 //! FindCoordinator (key 10): which broker coordinates a group (v0–v6; v4+ batches keys).
 //!
 //! The first request for a group creates `__consumer_offsets` (compacted, like Kafka's
-//! auto-creation) with `offsets.topic.num.partitions` partitions; the coordinator is the
-//! leader of the group's partition. Transaction coordinators (key type 1) and share
-//! groups (key type 2) are not served yet: those keys get INVALID_REQUEST.
+//! auto-creation) with `offsets.topic.num.partitions` partitions and Kafka's
+//! `offsets.topic.replication.factor` of 3, capped by the live (unfenced) brokers. The
+//! coordinator is the current leader of the group's partition as the applied metadata
+//! says, answered with that broker's registered host and port; a partition without a
+//! leader (every replica fenced) is COORDINATOR_NOT_AVAILABLE, which clients retry. A
+//! client sent to a broker that has lost the leadership since gets NOT_COORDINATOR from it
+//! and asks again. Transaction coordinators (key type 1) and share groups (key type 2) are
+//! not served yet: those keys get INVALID_REQUEST.
 
 use std::collections::BTreeMap;
 
@@ -69,11 +74,14 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
             ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
         ]);
         let partitions = broker.config.offsets_topic_num_partitions;
+        // `offsets.topic.replication.factor` (Kafka: 3), capped by the live brokers.
+        let replication_factor =
+            cairn_meta::controller::default_replication_factor(&broker.metadata.state());
         match create_topic(
             broker,
             OFFSETS_TOPIC.to_owned(),
             partitions,
-            -1,
+            replication_factor,
             configs,
             false,
         )
@@ -95,7 +103,8 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
         .topic(OFFSETS_TOPIC)
         .and_then(|t| t.partitions.get(index as usize))
         .map(|p| p.leader)
-        .and_then(|id| state.broker(id));
+        .and_then(|id| state.broker(id))
+        .filter(|b| !b.fenced);
     match leader {
         Some(b) => Coordinator::default()
             .with_key(key.clone())
