@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -84,6 +86,76 @@ impl BrokerProcess {
             broker.wait_listening();
         }
         brokers
+    }
+
+    /// Like [`BrokerProcess::start_quorum`], with `extra_args` (e.g. `--set k=v`) given
+    /// to every node.
+    pub fn start_quorum_with(n: usize, extra_args: &[&str]) -> Vec<BrokerProcess> {
+        let controllers: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
+        let voters = controllers
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{}@{addr}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let specs = controllers
+            .iter()
+            .enumerate()
+            .map(|(i, controller)| {
+                let mut args: Vec<String> = vec![
+                    "--node-id".into(),
+                    (i + 1).to_string(),
+                    "--controller-listen".into(),
+                    controller.to_string(),
+                    "--voters".into(),
+                    voters.clone(),
+                ];
+                args.extend(extra_args.iter().map(|s| s.to_string()));
+                NodeSpec {
+                    addr: free_port(),
+                    args,
+                }
+            })
+            .collect();
+        BrokerProcess::start_nodes(specs)
+    }
+
+    /// Starts one broker per spec, each listening for Kafka clients on `spec.addr` with
+    /// exactly `spec.args` besides `--data-dir` and `--listen` (so node id, controller
+    /// listener, voters, advertised address are the caller's). Spawned together, then
+    /// waited for, like [`BrokerProcess::start_quorum`].
+    pub fn start_nodes(specs: Vec<NodeSpec>) -> Vec<BrokerProcess> {
+        let mut brokers: Vec<BrokerProcess> = specs
+            .into_iter()
+            .map(|spec| {
+                let tmp = tempfile::tempdir().expect("temp dir");
+                let mut broker = BrokerProcess {
+                    child: None,
+                    addr: spec.addr,
+                    data_dir: tmp.path().join("data"),
+                    log_path: tmp.path().join("broker.log"),
+                    extra_args: spec.args,
+                    _tmp: tmp,
+                };
+                broker.spawn_unwaited();
+                broker
+            })
+            .collect();
+        for broker in &mut brokers {
+            broker.wait_listening();
+        }
+        brokers
+    }
+
+    /// The node id given with `--node-id`, if any.
+    pub fn node_id(&self) -> Option<i32> {
+        let i = self.extra_args.iter().position(|a| a == "--node-id")?;
+        self.extra_args.get(i + 1)?.parse().ok()
+    }
+
+    /// Whether the process is running (started and not killed or stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The controller listener given with `--controller-listen`, if any.
@@ -207,6 +279,12 @@ impl Drop for BrokerProcess {
             );
         }
     }
+}
+
+/// One node for [`BrokerProcess::start_nodes`]: its Kafka listener and its other flags.
+pub struct NodeSpec {
+    pub addr: SocketAddr,
+    pub args: Vec<String>,
 }
 
 /// A loopback port nobody listens on right now.
