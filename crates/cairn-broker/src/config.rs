@@ -79,6 +79,24 @@ pub const GROUP_PROPERTIES: &[&str] = &[
     "offsets.topic.num.partitions",
 ];
 
+/// Topic configs that concern replication rather than the log: accepted per topic
+/// (CreateTopics, AlterConfigs) and broker-wide (`--set`), validated by
+/// [`validate_replication_config`].
+pub const REPLICATION_TOPIC_KEYS: &[&str] = &["min.insync.replicas"];
+
+/// Checks the value of one of [`REPLICATION_TOPIC_KEYS`].
+pub fn validate_replication_config(key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "min.insync.replicas" => match value.trim().parse::<i32>() {
+            Ok(v) if v >= 1 => Ok(()),
+            _ => Err(format!(
+                "min.insync.replicas={value}: must be an integer of at least 1"
+            )),
+        },
+        _ => Err(format!("'{key}' is not a replication config")),
+    }
+}
+
 impl BrokerConfig {
     /// Kafka's defaults, with data under `data_dir` and the listener on `listen`.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> BrokerConfig {

@@ -1154,6 +1154,15 @@ impl PartitionLog {
     /// if `offset < log_start_offset`, it starts over at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         if offset >= self.log_end_offset {
+            // No data to remove, but a leader epoch that starts at `offset` (assigned when
+            // this replica became leader and appended nothing) goes, as Kafka's
+            // `truncateFromEnd` does: the follower's next OffsetForLeaderEpoch round must
+            // ask about the epoch before it.
+            let before = self.leader_epochs.len();
+            self.leader_epochs.retain(|&(_, start)| start < offset);
+            if before != self.leader_epochs.len() {
+                self.persist_leader_epochs()?;
+            }
             return Ok(());
         }
         if offset < self.log_start_offset {

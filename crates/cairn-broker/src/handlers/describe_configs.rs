@@ -76,9 +76,14 @@ fn topic_configs(broker: &Broker, name: &str) -> Entries {
         .replicas
         .topic_log_config(topic)
         .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+    let min_insync = (
+        "min.insync.replicas",
+        broker.replicas.min_insync_replicas(topic).to_string(),
+    );
     Ok(config
         .to_props()
         .into_iter()
+        .chain(std::iter::once(min_insync))
         .map(|(k, v)| {
             let source = if topic.configs.contains_key(k) {
                 SOURCE_TOPIC

@@ -20,20 +20,30 @@ pub fn validate_configs(
     broker: &Broker,
     configs: &BTreeMap<String, String>,
 ) -> Result<(), Refusal> {
-    for key in configs.keys() {
-        if !LogConfig::KNOWN_KEYS.contains(&key.as_str()) {
+    use crate::config::{REPLICATION_TOPIC_KEYS, validate_replication_config};
+    for (key, value) in configs {
+        if REPLICATION_TOPIC_KEYS.contains(&key.as_str()) {
+            validate_replication_config(key, value)
+                .map_err(|e| (ResponseError::InvalidConfig, e))?;
+        } else if !LogConfig::KNOWN_KEYS.contains(&key.as_str()) {
             return Err((
                 ResponseError::InvalidConfig,
                 format!(
-                    "topic config '{key}' is not supported by Cairn (supported: {})",
-                    LogConfig::KNOWN_KEYS.join(", ")
+                    "topic config '{key}' is not supported by Cairn (supported: {}, {})",
+                    LogConfig::KNOWN_KEYS.join(", "),
+                    REPLICATION_TOPIC_KEYS.join(", ")
                 ),
             ));
         }
     }
     let mut config = broker.replicas.base_config().clone();
     config
-        .apply_props(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .apply_props(
+            configs
+                .iter()
+                .filter(|(k, _)| !REPLICATION_TOPIC_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
         .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
     Ok(())
 }

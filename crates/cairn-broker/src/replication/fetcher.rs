@@ -335,26 +335,45 @@ async fn truncate(
                 continue;
             }
             let partition = f.partition.clone();
-            let (leader_epoch, leader_end) = (p.leader_epoch, p.end_offset);
-            let target = if leader_epoch < 0 || leader_end < 0 {
-                // The leader knows no epoch at or below ours: keep what is committed.
-                partition.high_watermark()
-            } else if leader_epoch == *my_epoch {
-                leader_end
-            } else {
-                let mine = partition
-                    .with_log(|log| log.end_offset_for_epoch(leader_epoch))
-                    .map_or(leader_end, |(_, end)| end);
-                leader_end.min(mine)
-            };
+            let (target, complete) = truncation_offset(&partition, p.leader_epoch, p.end_offset);
+            tracing::debug!(topic = %key.0, partition = key.1, asked_epoch = my_epoch, leader_epoch = p.leader_epoch, leader_end = p.end_offset, target, complete, "OffsetForLeaderEpoch answered");
             let epoch = f.leader_epoch;
             let done =
                 tokio::task::spawn_blocking(move || partition.truncate_as_follower(target, epoch))
                     .await?;
-            finish_truncation(shared, &key, f, done);
+            if complete {
+                finish_truncation(shared, &key, f, done);
+            } else if let Err(e) = done {
+                tracing::error!(topic = %key.0, partition = key.1, "follower truncation failed: {e}");
+                pause(shared, &key, f.leader_epoch);
+            }
         }
     }
     Ok(())
+}
+
+/// Where a follower truncates, given the leader's OffsetForLeaderEpoch answer
+/// (`leader_epoch`, `leader_end`) for the follower's latest epoch, and whether that
+/// completes its truncation (Kafka's `getOffsetTruncationState`, KIP-279):
+/// - the leader knows no epoch ≤ the asked one (-1, -1): to the follower's high
+///   watermark, which only covers committed records; complete.
+/// - the follower has epoch `leader_epoch` too: to the smaller of where it ends in either
+///   log; complete.
+/// - the follower never had `leader_epoch`: to where the follower's largest earlier epoch
+///   ends in its own log; not complete — the follower asks again for that epoch.
+///
+/// The result may exceed the follower's log end offset; truncating there is a no-op.
+pub fn truncation_offset(partition: &Partition, leader_epoch: i32, leader_end: i64) -> (i64, bool) {
+    if leader_epoch < 0 || leader_end < 0 {
+        return (partition.high_watermark(), true);
+    }
+    let (leo, mine) =
+        partition.with_log(|log| (log.log_end_offset(), log.end_offset_for_epoch(leader_epoch)));
+    match mine {
+        Some((epoch, end)) if epoch == leader_epoch => (end.min(leader_end).min(leo), true),
+        Some((_, end)) => (end.min(leo), false),
+        None => (leader_end.min(leo), true),
+    }
 }
 
 fn finish_truncation(
