@@ -261,6 +261,11 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             _ if cairn_log::LogConfig::KNOWN_KEYS.contains(&key.as_str()) => {
                 config.log_defaults.insert(key, value);
             }
+            _ if cairn_broker::config::REPLICATION_TOPIC_KEYS.contains(&key.as_str()) => {
+                cairn_broker::config::validate_replication_config(&key, &value)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                config.log_defaults.insert(key, value);
+            }
             _ => bail!(
                 "unknown property '{key}'; broker properties: {}; topic defaults: {}",
                 BROKER_PROPERTIES.join(", "),
