@@ -126,5 +126,24 @@ async fn metrics_move_with_traffic() {
     );
     assert_eq!(get("cairn_partitions"), 1.0);
     assert_eq!(get("cairn_offline_partitions"), 0.0);
+    // Replication and quorum: a one-voter quorum that this broker leads.
+    assert_eq!(
+        get(r#"cairn_partition_leader{topic="observed",partition="0"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"cairn_partition_isr_size{topic="observed",partition="0"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"cairn_partition_replicas{topic="observed",partition="0"}"#),
+        1.0
+    );
+    assert_eq!(get("cairn_under_replicated_partitions"), 0.0);
+    assert_eq!(get("cairn_quorum_leader_id"), 1.0);
+    assert!(get("cairn_quorum_term") >= 1.0);
+    assert!(get("cairn_quorum_commit_index") >= 1.0);
+    assert!(get("cairn_quorum_applied_index") >= 1.0);
+    assert!(get("cairn_quorum_applied_index") <= get("cairn_quorum_commit_index"));
     assert!(get("cairn_connections") >= 1.0);
 }

@@ -6,8 +6,10 @@
 //! Every series is listed with its type, unit and labels in `docs/metrics.md`.
 //!
 //! Counters and histograms are updated where the work happens (connections, handlers,
-//! the group committer). Per-partition gauges (log end offset, high watermark, size) are
-//! read from the replica manager at scrape time, so they are exact and cost nothing
+//! the group committer). Per-partition gauges (log end offset, high watermark, size,
+//! leadership, ISR and replica counts), the under-replicated and offline counts and the
+//! metadata quorum's term, leader and indexes are read from the replica manager, the
+//! applied metadata and the quorum at scrape time, so they are exact and cost nothing
 //! between scrapes.
 
 use std::net::SocketAddr;
@@ -43,6 +45,13 @@ pub const PARTITION_SEGMENTS: &str = "cairn_partition_segments";
 pub const PARTITIONS: &str = "cairn_partitions";
 pub const UNDER_REPLICATED: &str = "cairn_under_replicated_partitions";
 pub const OFFLINE: &str = "cairn_offline_partitions";
+pub const PARTITION_LEADER: &str = "cairn_partition_leader";
+pub const PARTITION_ISR_SIZE: &str = "cairn_partition_isr_size";
+pub const PARTITION_REPLICAS: &str = "cairn_partition_replicas";
+pub const QUORUM_TERM: &str = "cairn_quorum_term";
+pub const QUORUM_LEADER_ID: &str = "cairn_quorum_leader_id";
+pub const QUORUM_COMMIT_INDEX: &str = "cairn_quorum_commit_index";
+pub const QUORUM_APPLIED_INDEX: &str = "cairn_quorum_applied_index";
 
 /// Histogram buckets for latencies, in seconds: 50 µs to 30 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -122,7 +131,32 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         UNDER_REPLICATED,
         "Partitions led here whose ISR is smaller than their replica set."
     );
-    describe_gauge!(OFFLINE, "Partitions in the metadata with no live leader.");
+    describe_gauge!(
+        OFFLINE,
+        "Partitions in the metadata with no live leader (every broker reports it)."
+    );
+    describe_gauge!(
+        PARTITION_LEADER,
+        "1 if this broker leads the partition, else 0, by hosted partition."
+    );
+    describe_gauge!(
+        PARTITION_ISR_SIZE,
+        "In-sync replicas of a hosted partition, as this broker knows them."
+    );
+    describe_gauge!(PARTITION_REPLICAS, "Replicas of a hosted partition.");
+    describe_gauge!(QUORUM_TERM, "Current Raft term of the metadata quorum.");
+    describe_gauge!(
+        QUORUM_LEADER_ID,
+        "Node id of the metadata quorum leader (the active controller), -1 if none."
+    );
+    describe_gauge!(
+        QUORUM_COMMIT_INDEX,
+        "Raft index of the last metadata entry known committed here."
+    );
+    describe_gauge!(
+        QUORUM_APPLIED_INDEX,
+        "Raft index of the last metadata entry applied here."
+    );
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -162,6 +196,8 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
         _ => "other",
     }
 }
@@ -188,7 +224,16 @@ fn collect(broker: &Broker) {
         gauge!(HIGH_WATERMARK, &labels).set(p.high_watermark() as f64);
         gauge!(PARTITION_SIZE, &labels).set(size as f64);
         gauge!(PARTITION_SEGMENTS, &labels).set(segments as f64);
+        let info = p.info();
+        gauge!(PARTITION_LEADER, &labels).set(if p.is_leader() { 1.0 } else { 0.0 });
+        gauge!(PARTITION_ISR_SIZE, &labels).set(info.isr.len() as f64);
+        gauge!(PARTITION_REPLICAS, &labels).set(info.replicas.len() as f64);
     }
+    let quorum = broker.metadata.quorum().status();
+    gauge!(QUORUM_TERM).set(quorum.term as f64);
+    gauge!(QUORUM_LEADER_ID).set(quorum.leader_id.map_or(-1.0, |id| id as f64));
+    gauge!(QUORUM_COMMIT_INDEX).set(quorum.commit_index as f64);
+    gauge!(QUORUM_APPLIED_INDEX).set(quorum.applied_index as f64);
     let state = broker.metadata.state();
     let node_id = broker.config.node_id;
     let mut under_replicated = 0;
@@ -198,7 +243,7 @@ fn collect(broker: &Broker) {
             if p.leader == node_id && p.isr.len() < p.replicas.len() {
                 under_replicated += 1;
             }
-            if p.leader < 0 || state.broker(p.leader).is_none() {
+            if p.leader < 0 || state.is_fenced(p.leader) {
                 offline += 1;
             }
         }

@@ -441,6 +441,42 @@ impl Quorum {
             let _ = driver.join();
         }
     }
+
+    /// Every other voter's view of the quorum, asked over `RaftService.Status` at once,
+    /// by voter id; `None` for a voter that did not answer within `timeout`. Empty for a
+    /// one-voter quorum.
+    pub async fn peer_statuses(&self, timeout: Duration) -> Vec<(u64, Option<QuorumStatus>)> {
+        let clients: Vec<_> = {
+            let clients = self.clients.lock();
+            self.peers
+                .keys()
+                .map(|id| (*id, clients.get(id).cloned()))
+                .collect()
+        };
+        let asks = clients.into_iter().map(|(id, client)| async move {
+            let ask = async {
+                let mut client = client?;
+                let call = client.status(proto::StatusRequest {});
+                let response = tokio::time::timeout(timeout, call)
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
+                Some(QuorumStatus {
+                    node_id: response.node_id,
+                    voters: response.voters,
+                    leader_id: (response.leader_id != 0).then_some(response.leader_id),
+                    term: response.term,
+                    is_leader: response.leader_id != 0 && response.leader_id == response.node_id,
+                    commit_index: response.commit_index,
+                    applied_index: response.applied_index,
+                    applied_records: response.applied_records,
+                })
+            };
+            (id, ask.await)
+        });
+        futures_util::future::join_all(asks).await
+    }
 }
 
 impl Drop for Quorum {

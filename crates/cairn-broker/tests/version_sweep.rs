@@ -218,6 +218,15 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                     ]),
             ]),
         ),
+        ApiKey::DescribeQuorum => {
+            RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(name("__cluster_metadata"))
+                    .with_partitions(vec![
+                        describe_quorum_request::PartitionData::default().with_partition_index(0),
+                    ]),
+            ]))
+        }
         other => panic!("the version sweep has no request for {other:?}: add one in request()"),
     }
 }

@@ -3,7 +3,7 @@
 //! `cairn serve` (the default when no subcommand is given) runs a broker; the other
 //! subcommands are Kafka-protocol clients that work against any Kafka-compatible broker:
 //! `cairn topic create|list|describe|delete`, `cairn produce`, `cairn consume`,
-//! `cairn group list|describe|lag|reset-offsets|delete`.
+//! `cairn group list|describe|lag|reset-offsets|delete`, `cairn cluster status`.
 //!
 //! Settings of `cairn serve` come, highest precedence first, from command-line flags,
 //! `CAIRN_*` environment variables, the TOML file named by `--config`, then defaults.
@@ -46,6 +46,8 @@ enum Command {
     Consume(cli::ConsumeArgs),
     /// List, describe, show the lag of, reset the offsets of and delete consumer groups.
     Group(cli::GroupArgs),
+    /// Show the metadata quorum, brokers, and under-replicated and offline partitions.
+    Cluster(cli::ClusterArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -137,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => cli::produce(args).await,
             Command::Consume(args) => cli::consume(args).await,
             Command::Group(args) => cli::group(args).await,
+            Command::Cluster(args) => cli::cluster(args).await,
         }
     })
 }

@@ -19,6 +19,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -97,6 +98,7 @@ pub const APIS: &[ApiSpec] = &[
     spec::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
     spec::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
     spec::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch),
+    spec::<DescribeQuorumRequest>(ApiKey::DescribeQuorum),
 ];
 
 /// The versions served of `key`, or `None` if the API is not served.
@@ -161,6 +163,9 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r))
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(describe_quorum::handle(ctx, r).await)
         }
         other => {
             // The connection checks the table before decoding, so this is a table/dispatch

@@ -1,5 +1,5 @@
 //! Kafka-protocol client commands: `cairn topic`, `cairn produce`, `cairn consume`,
-//! `cairn group`.
+//! `cairn group`, `cairn cluster`.
 //!
 //! They speak only the Kafka protocol (via the `kafka-protocol` crate), never Cairn's
 //! internals, so they work against any Kafka-compatible broker: Cairn, Apache Kafka,
@@ -13,6 +13,8 @@
 //! - `consume`: ListOffsets then a Fetch long-poll loop, one task per leader.
 //! - `group`: consumer groups through their coordinator (FindCoordinator, ListGroups,
 //!   DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups) and ListOffsets for lag.
+//! - `cluster`: `cluster status`, the quorum (DescribeQuorum), brokers and partition
+//!   replication (Metadata).
 //!
 //! `main.rs` calls [`topic`], [`produce`], [`consume`] and [`group`] on its tokio runtime, one
 //! command per process; nothing here keeps state across runs.
@@ -27,12 +29,14 @@ macro_rules! outln {
 }
 
 mod client;
+mod cluster;
 mod consume;
 mod group;
 mod partitioner;
 mod produce;
 mod topic;
 
+pub use cluster::ClusterArgs;
 pub use consume::{ConsumeArgs, consume};
 pub use group::GroupArgs;
 pub use produce::{ProduceArgs, produce};
@@ -49,6 +53,14 @@ pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
 /// Runs `cairn group ...`.
 pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     match group::group(args).await {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        result => result,
+    }
+}
+
+/// Runs `cairn cluster ...`.
+pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    match cluster::cluster(args).await {
         Err(e) if is_broken_pipe(&e) => Ok(()),
         result => result,
     }
@@ -91,6 +103,7 @@ mod tests {
         Topic(TopicArgs),
         Produce(ProduceArgs),
         Consume(ConsumeArgs),
+        Cluster(ClusterArgs),
     }
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
@@ -101,6 +114,19 @@ mod tests {
     #[test]
     fn clap_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cluster_status_flags() {
+        let Command::Cluster(args) =
+            parse(&["cluster", "status", "--json", "--bootstrap", "h:1"]).unwrap()
+        else {
+            panic!("not cluster")
+        };
+        assert_eq!(args.bootstrap, "h:1");
+        let cluster::ClusterCommand::Status(status) = args.command;
+        assert!(status.json);
+        assert!(parse(&["cluster"]).is_err(), "a subcommand is required");
     }
 
     #[test]
