@@ -31,7 +31,11 @@ bench=$target/release/cairn-bench
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench.XXXXXX")
 broker=
+cluster_started=
 cleanup() {
+    if [[ -n $cluster_started ]]; then
+        scripts/cluster.sh stop >/dev/null 2>&1 || true
+    fi
     if [[ -n $broker ]] && kill -0 "$broker" 2>/dev/null; then
         kill -TERM "$broker" 2>/dev/null || true
         wait "$broker" 2>/dev/null || true
@@ -110,6 +114,26 @@ echo "== broker at the end: $(broker_rss); data $(du -sh "$work/data" | cut -f1)
 kill -TERM "$broker"
 wait "$broker" || true
 broker=
+
+# Three brokers on this one machine (they share its 2 cores and one disk, so these are
+# the cost of replication, not a cluster's capacity): replication factor 3,
+# min.insync.replicas 2; acks=all waits for all three replicas to fsync.
+echo
+echo "== starting a 3-broker cluster (scripts/cluster.sh, data in $work/cluster)"
+export CLUSTER_ROOT=$work/cluster
+scripts/cluster.sh start >/dev/null
+cluster_started=1
+c=(--bootstrap 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094 --replication-factor 3)
+for _ in $(seq 1 100); do
+    if "$cairn" topic list --bootstrap 127.0.0.1:19092 >/dev/null 2>&1; then break; fi
+    sleep 0.2
+done
+run 40 rf3-produce-1k-acks1-p6 produce "${c[@]}" --topic rf3-acks1 --partitions 6 --acks 1 --duration-s "$secs"
+run 41 rf3-produce-1k-acksall-p6 produce "${c[@]}" --topic rf3-acksall --partitions 6 --acks all --duration-s "$secs"
+run 42 rf3-consume-1k-p6 consume "${c[@]}" --topic rf3-acksall --records 5000000 --timeout-s 20
+run 43 rf3-e2e-1k-acksall-p1 end-to-end "${c[@]}" --topic rf3-e2e --partitions 1 --acks all --linger-ms 0 --rate 1000 --duration-s "$secs"
+scripts/cluster.sh stop >/dev/null
+cluster_started=
 
 echo
 echo "== $(uptime)"

@@ -4,11 +4,14 @@
 #                              controllers 19192-19194, metrics 19644-19646)
 #   scripts/cluster.sh stop    stops them (SIGTERM: clean shutdown)
 #   scripts/cluster.sh status  shows which are running
-# Data under cluster/data-N, logs under cluster/logs/broker-N.log (both git-ignored).
-# Partitions are not replicated yet (the replication issue): each lives on one broker.
+# Data under cluster/data-N, logs under cluster/logs/broker-N.log (both git-ignored), or
+# under $CLUSTER_ROOT. Topics get three replicas by default (default.replication.factor is
+# min(3, brokers)); extra broker properties for every node: CLUSTER_SET="k=v k=v".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=cluster
+root=${CLUSTER_ROOT:-cluster}
+sets=()
+for kv in ${CLUSTER_SET:-}; do sets+=(--set "$kv"); done
 voters="1@127.0.0.1:19192,2@127.0.0.1:19193,3@127.0.0.1:19194"
 
 case "${1:-}" in
@@ -25,7 +28,7 @@ start)
         "$bin" serve --node-id "$n" --data-dir "$root/data-$n" \
             --listen "127.0.0.1:$((19091 + n))" \
             --controller-listen "127.0.0.1:$((19191 + n))" --voters "$voters" \
-            --metrics-listen "127.0.0.1:$((19643 + n))" \
+            --metrics-listen "127.0.0.1:$((19643 + n))" "${sets[@]}" \
             >"$root/logs/broker-$n.log" 2>&1 &
         echo $! >"$pidfile"
         echo "broker $n: kafka 127.0.0.1:$((19091 + n)), pid $!, log $root/logs/broker-$n.log"

@@ -330,6 +330,18 @@ impl Load {
         self.recorder.acked.lock().unwrap().len()
     }
 
+    /// When the first record on `partition` was acknowledged after `since`, if any.
+    fn first_ack_on_since(&self, partition: i32, since: Instant) -> Option<Instant> {
+        self.recorder
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.partition == partition && a.at > since)
+            .map(|a| a.at)
+            .min()
+    }
+
     /// Acknowledged records on `partition` acknowledged after `since`.
     fn acked_on_since(&self, partition: i32, since: Instant) -> usize {
         self.recorder
@@ -748,6 +760,75 @@ fn acked_records_survive_leader_kills() {
     let high = verify_consumed(&bootstrap, &outcome, &[]);
     stop_all(&mut brokers);
     verify_replicas_agree(&brokers, &high);
+}
+
+/// Failover time as a producer sees it: the leader of partition 0 is SIGKILLed
+/// `FAILOVER_RUNS` times (default 10) while an `acks=all` producer writes; each time, the
+/// time from the kill to the first acknowledgement on partition 0 (necessarily from a new
+/// leader). The killed broker is restarted and the ISR refilled between runs. Broker
+/// session timeout: `FAILOVER_SESSION_MS` (default Kafka's 9000). A measurement, not a
+/// check of speed: run with `cargo test --release -p cairn --test replication -- --ignored
+/// --nocapture measure_failover`. Acknowledged records are still verified at the end.
+#[test]
+#[ignore = "measurement; run explicitly"]
+fn measure_failover() {
+    let runs: usize = std::env::var("FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let session_ms: u64 = std::env::var("FAILOVER_SESSION_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9000);
+    let session = format!("broker.session.timeout.ms={session_ms}");
+    let heartbeat = format!("broker.heartbeat.interval.ms={}", (session_ms / 6).max(100));
+    let settings = [
+        "--set",
+        session.as_str(),
+        "--set",
+        heartbeat.as_str(),
+        "--set",
+        "min.insync.replicas=2",
+    ];
+    let mut brokers = BrokerProcess::start_quorum_with(3, &settings);
+    let bootstrap = bootstrap_of(&brokers);
+    create_events_topic(&bootstrap);
+    wait_isr_full(&bootstrap, "after creating the topic");
+    let load = Load::start(&bootstrap);
+    wait_for("the first acknowledged records", || {
+        (load.acked_count() >= 100).then_some(())
+    });
+    let mut times = Vec::new();
+    for run in 1..=runs {
+        let leader = leader_of(&bootstrap, 0);
+        let i = index_of(&brokers, leader);
+        brokers[i].kill9();
+        let killed_at = Instant::now();
+        let resumed = wait_for("an acknowledgement on partition 0 after the kill", || {
+            load.first_ack_on_since(0, killed_at)
+        });
+        let took = resumed.duration_since(killed_at);
+        eprintln!(
+            "run {run}: SIGKILL of leader {leader}; partition 0 acknowledged again after {took:?}"
+        );
+        times.push(took);
+        brokers[i].start_again();
+        wait_isr_full(
+            &bootstrap,
+            &format!("run {run}: after restarting node {leader}"),
+        );
+        thread::sleep(Duration::from_secs(1));
+    }
+    let outcome = load.finish();
+    verify_consumed(&bootstrap, &outcome, &[]);
+    stop_all(&mut brokers);
+    times.sort();
+    let median = times[times.len() / 2];
+    let max = times[times.len() - 1];
+    eprintln!(
+        "failover over {runs} SIGKILLs of the leader (broker.session.timeout.ms={session_ms}): \
+         median {median:?}, max {max:?}, all {times:?}"
+    );
 }
 
 #[test]

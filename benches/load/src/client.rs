@@ -31,6 +31,9 @@ pub struct KafkaArgs {
     /// Extra librdkafka properties, `KEY=VALUE`; repeatable, applied last.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    /// Replicas of a topic the run creates; -1 is the broker's `default.replication.factor`.
+    #[arg(long, default_value_t = -1)]
+    pub replication_factor: i32,
 }
 
 impl KafkaArgs {
@@ -51,8 +54,8 @@ impl KafkaArgs {
     }
 }
 
-/// Makes sure `topic` exists, creating it with `partitions` partitions (replication
-/// factor 1) when it does not, and returns its partition count once every partition
+/// Makes sure `topic` exists, creating it with `partitions` partitions (and
+/// `--replication-factor` replicas) when it does not, and returns its partition count once every partition
 /// has a leader. An existing topic is used as it is, whatever its partition count.
 pub fn ensure_topic(args: &KafkaArgs, partitions: i32) -> Result<i32> {
     let config = args.config(&[])?;
@@ -64,7 +67,11 @@ pub fn ensure_topic(args: &KafkaArgs, partitions: i32) -> Result<i32> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let topic = NewTopic::new(&args.topic, partitions, TopicReplication::Fixed(1));
+        let topic = NewTopic::new(
+            &args.topic,
+            partitions,
+            TopicReplication::Fixed(args.replication_factor),
+        );
         let results = runtime
             .block_on(admin.create_topics([&topic], &AdminOptions::new()))
             .context("CreateTopics")?;

@@ -107,7 +107,7 @@ pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRe
                 .cluster_id()
                 .map(|c| StrBytes::from_string(c.to_owned())),
         )
-        .with_controller_id(BrokerId(controller_id(&broker)))
+        .with_controller_id(BrokerId(controller_id(broker)))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
