@@ -312,11 +312,19 @@ impl Partition {
         }
     }
 
-    /// As leader, moves the high watermark to what the ISR allows.
+    /// As leader, moves the high watermark to what the ISR allows. While the ISR has fewer
+    /// than `min.insync.replicas` members (capped by the replica count) the high watermark
+    /// stays where it is (KIP-966): replicas that left the ISR then still hold everything
+    /// committed, so the controller may elect one of them (its ELR) without a consumer
+    /// ever having seen a record that the new leader lacks.
     pub fn update_leader_high_watermark(&self) -> bool {
         let durable = self.durable_end();
         let role = self.role.lock();
         if role.info.leader != self.node_id {
+            return false;
+        }
+        let min_isr = (role.min_insync as usize).min(role.info.replicas.len().max(1));
+        if role.info.isr.len() < min_isr {
             return false;
         }
         let hw = role

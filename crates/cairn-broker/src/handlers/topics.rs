@@ -59,6 +59,14 @@ pub async fn create_topic(
     validate_only: bool,
 ) -> Result<TopicInfo, Refusal> {
     validate_configs(broker, &configs)?;
+    // The controller decides elections with the topic's min.insync.replicas; a broker-wide
+    // default is stored with the topic so that every controller sees the same value.
+    let mut configs = configs;
+    if let Some(v) = broker.config.log_defaults.get("min.insync.replicas") {
+        configs
+            .entry("min.insync.replicas".to_owned())
+            .or_insert_with(|| v.clone());
+    }
     let partitions = if partitions == -1 {
         broker.config.num_partitions
     } else {
