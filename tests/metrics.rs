@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use harness::BrokerProcess;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
@@ -67,7 +69,12 @@ fn parse(body: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_with_traffic() {
     let metrics_addr = harness::free_port();
-    let broker = BrokerProcess::start_with(&["--metrics-listen", &metrics_addr.to_string()]);
+    let broker = BrokerProcess::start_with(&[
+        "--metrics-listen",
+        &metrics_addr.to_string(),
+        "--set",
+        "offsets.topic.num.partitions=1",
+    ]);
     assert_eq!(http_get(metrics_addr, "/health"), (200, "ok\n".to_owned()));
     // Ready once the broker has recovered its logs; the Kafka port may accept connections
     // (queued) a moment earlier.
@@ -98,6 +105,20 @@ async fn metrics_move_with_traffic() {
             .expect("delivery");
     }
 
+    // A group commits offset 100 of the 250 records: its lag is 150.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "watchers")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("observed", 0, Offset::Offset(100))
+        .unwrap();
+    tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync))
+        .expect("offset commit");
+
     let (status, body) = http_get(metrics_addr, "/metrics");
     assert_eq!(status, 200);
     let m = parse(&body);
@@ -124,7 +145,8 @@ async fn metrics_move_with_traffic() {
         get("cairn_fsync_duration_seconds_count") >= 1.0,
         "acks=all produces went through group commit"
     );
-    assert_eq!(get("cairn_partitions"), 1.0);
+    // `observed` and the one `__consumer_offsets` partition.
+    assert_eq!(get("cairn_partitions"), 2.0);
     assert_eq!(get("cairn_offline_partitions"), 0.0);
     // Replication and quorum: a one-voter quorum that this broker leads.
     assert_eq!(
@@ -146,4 +168,12 @@ async fn metrics_move_with_traffic() {
     assert!(get("cairn_quorum_applied_index") >= 1.0);
     assert!(get("cairn_quorum_applied_index") <= get("cairn_quorum_commit_index"));
     assert!(get("cairn_connections") >= 1.0);
+    assert_eq!(
+        get(r#"cairn_group_committed_offset{group="watchers",topic="observed",partition="0"}"#),
+        100.0
+    );
+    assert_eq!(
+        get(r#"cairn_group_lag{group="watchers",topic="observed",partition="0"}"#),
+        (records - 100) as f64
+    );
 }

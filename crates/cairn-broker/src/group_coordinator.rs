@@ -789,6 +789,29 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// `(group, topic, partition, committed offset)` of every group this broker
+    /// coordinates (shards still led here), for the lag metrics.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let shards: Vec<_> = self.shards.lock().values().cloned().collect();
+        let mut out = Vec::new();
+        for shard in shards {
+            let s = shard.lock();
+            if !s.servable() {
+                continue;
+            }
+            for group in s.machine.list_groups() {
+                for ((topic, partition), committed) in
+                    s.machine.fetch_offsets(&group.group_id, None)
+                {
+                    if let Some(c) = committed {
+                        out.push((group.group_id.clone(), topic, partition, c.offset));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Unloads the shards of partitions no longer led here at their epoch, then fires the
     /// timers of the others and waits for their records to be replicated.
     pub async fn tick(&self, broker: &Broker) {

@@ -52,6 +52,8 @@ pub const QUORUM_TERM: &str = "cairn_quorum_term";
 pub const QUORUM_LEADER_ID: &str = "cairn_quorum_leader_id";
 pub const QUORUM_COMMIT_INDEX: &str = "cairn_quorum_commit_index";
 pub const QUORUM_APPLIED_INDEX: &str = "cairn_quorum_applied_index";
+pub const GROUP_COMMITTED_OFFSET: &str = "cairn_group_committed_offset";
+pub const GROUP_LAG: &str = "cairn_group_lag";
 
 /// Histogram buckets for latencies, in seconds: 50 µs to 30 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -145,6 +147,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     describe_gauge!(PARTITION_REPLICAS, "Replicas of a hosted partition.");
     describe_gauge!(QUORUM_TERM, "Current Raft term of the metadata quorum.");
+    describe_gauge!(
+        GROUP_COMMITTED_OFFSET,
+        "Committed offset of a consumer group on a partition (on the group's coordinator)."
+    );
+    describe_gauge!(
+        GROUP_LAG,
+        "Records between a group's committed offset and the partition's high watermark (on the coordinator, for partitions it hosts)."
+    );
     describe_gauge!(
         QUORUM_LEADER_ID,
         "Node id of the metadata quorum leader (the active controller), -1 if none."
@@ -250,6 +260,18 @@ fn collect(broker: &Broker) {
     }
     gauge!(UNDER_REPLICATED).set(under_replicated as f64);
     gauge!(OFFLINE).set(offline as f64);
+    for (group, topic, partition, offset) in broker.group_coordinator.committed_offsets() {
+        let hw = broker.replicas.get(&topic, partition).map(|p| p.high_watermark());
+        let labels = [
+            ("group", group),
+            ("topic", topic),
+            ("partition", partition.to_string()),
+        ];
+        gauge!(GROUP_COMMITTED_OFFSET, &labels).set(offset as f64);
+        if let Some(hw) = hw {
+            gauge!(GROUP_LAG, &labels).set((hw - offset).max(0) as f64);
+        }
+    }
 }
 
 /// Where the HTTP endpoints find the broker once it has started.
