@@ -261,7 +261,10 @@ fn collect(broker: &Broker) {
     gauge!(UNDER_REPLICATED).set(under_replicated as f64);
     gauge!(OFFLINE).set(offline as f64);
     for (group, topic, partition, offset) in broker.group_coordinator.committed_offsets() {
-        let hw = broker.replicas.get(&topic, partition).map(|p| p.high_watermark());
+        let hw = broker
+            .replicas
+            .get(&topic, partition)
+            .map(|p| p.high_watermark());
         let labels = [
             ("group", group),
             ("topic", topic),
