@@ -11,32 +11,51 @@
 //! [`default_replication_factor`] and [`default_min_insync_replicas`] give the defaults for
 //! a request that leaves them to the broker.
 //!
-//! ## Replication (KRaft's `ReplicationControlManager`)
-//! Each partition has `replicas` (fixed here), an ISR (in-sync replicas, never empty, always
-//! within `replicas`) and a leader that is either -1 (offline) or an unfenced ISR member.
-//! The functions below refuse with a [`ReplicationError`] and emit
+//! ## Replication (KRaft's `ReplicationControlManager`, with KIP-966's ELR)
+//! Each partition has `replicas` (fixed here), an ISR (in-sync replicas, within
+//! `replicas`), an ELR (eligible leader replicas: outside the ISR, known to hold every
+//! committed record) and a leader that is either -1 (offline) or an unfenced ISR member.
+//! `min_insync` below is [`min_insync`]: the topic's `min.insync.replicas` config, else
+//! [`default_min_insync_replicas`] of its replication factor. The ELR rests on one promise
+//! of the brokers: **a leader does not advance its high watermark while its ISR has fewer
+//! than `min_insync` members**, so a replica that leaves the ISR then still holds every
+//! committed record. The functions below refuse with a [`ReplicationError`] and emit
 //! [`MetadataRecord::PartitionChange`]s under these rules:
 //! - **Epochs.** Every change bumps `partition_epoch` by one; a change of leader (to or
 //!   from -1 included) bumps `leader_epoch` by one. Neither ever decreases.
 //! - **Election.** A new leader is the first broker in `replicas` order that is in the
-//!   (new) ISR and unfenced; if there is none the leader becomes -1. A broker outside the
-//!   ISR is never elected (no unclean election), so a partition whose only ISR member is
-//!   fenced stays offline until that broker is back.
-//! - **ISR shrink on fencing.** A fenced broker leaves every ISR, except that an ISR is
-//!   never shrunk to empty: its last member stays (Kafka keeps it, so it can lead again).
+//!   (new) ISR and unfenced; if there is none, the first unfenced ELR member in replica
+//!   order, which becomes the ISR alone and leaves the ELR (the previous ISR members, which
+//!   hold every committed record too, join the ELR); if there is none either the leader
+//!   becomes -1. A broker outside the ISR and ELR is never elected (no unclean election).
+//! - **ELR.** Disjoint from the ISR, in replica order, and empty whenever the ISR has
+//!   `min_insync` members or more (the high watermark may advance again, so former members
+//!   would become stale): every change is normalised so. [`clear_stale_elr`] gives the
+//!   changes that go with lowering `min.insync.replicas`.
+//! - **ISR shrink on fencing.** A fenced broker leaves every ISR except as its last member
+//!   (Kafka keeps it, so it can lead again), and joins the ELR where the ISR is left below
+//!   `min_insync`.
+//! - **Lost logs.** A broker that registers reporting a partition's log missing (a
+//!   replaced disk) leaves its ISR even as the last member, and its ELR: it holds nothing
+//!   and is not elected there until the leader adds it back to the ISR after it
+//!   re-replicated. The ISR is empty only then, with leader -1. A partition left with
+//!   leader -1 and an empty ISR and ELR stays offline: no replica is known to hold its
+//!   committed records, and unclean election is not implemented.
 //! - [`fence_broker`] (session expired, controlled shutdown): `FenceBroker` plus the ISR
-//!   shrinks and leader moves above.
+//!   shrinks, ELR joins and leader moves above.
 //! - [`unfence_broker`]: `UnfenceBroker`; the broker becomes leader of every offline
-//!   partition whose ISR contains it.
-//! - [`register_broker`]: `RegisterBroker` (which leaves the broker unfenced). A new
-//!   incarnation means the broker restarted and may have lost unflushed data: it leaves
-//!   ISRs and leaderships exactly as when fenced, except where it is the ISR's only member,
-//!   where it becomes (or stays) leader with a bumped `leader_epoch` so followers truncate.
+//!   partition whose ISR or ELR contains it.
+//! - [`register_broker_with_lost`] ([`register_broker`] reports no lost log):
+//!   `RegisterBroker` (which leaves the broker unfenced). A new incarnation means the broker
+//!   restarted: where it lost the log, see above; elsewhere it leaves ISRs and leaderships
+//!   exactly as when fenced, except where it is the ISR's only member, where it becomes (or
+//!   stays) leader with a bumped `leader_epoch` so followers truncate; and it leads offline
+//!   partitions whose ELR contains it.
 //! - [`alter_partition`]: the leader's ISR shrink/expand (AlterPartition), checked against
-//!   its leader epoch and the partition epoch it last saw.
+//!   its leader epoch and the partition epoch it last saw. New ISR members leave the ELR.
 //! - [`elect_preferred_leaders`] (`auto.leader.rebalance.enable`): moves leadership back to
 //!   `replicas[0]` where it is unfenced and in the ISR, and elects a leader for offline
-//!   partitions that have an unfenced ISR member.
+//!   partitions that have an unfenced ISR or ELR member.
 //!
 //! Every function returns records that apply, in order, to the state it was given.
 
@@ -45,7 +64,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use crate::records::{MetadataRecord, PartitionRecord};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, TopicInfo};
 
 /// Longest legal topic name (Kafka's limit, so that `<name>-<partition>` directory names
 /// stay under common file-name limits).
@@ -221,6 +240,7 @@ fn assign(
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: Vec::new(),
         });
     }
     Ok(out)
@@ -335,88 +355,220 @@ fn known_broker(
         .ok_or(ReplicationError::UnknownBroker { broker_id })
 }
 
-/// The first broker in `replicas` order that is in `isr` and `eligible`, else
-/// [`NO_LEADER`]: Kafka's clean leader election.
-fn elect(replicas: &[i32], isr: &[i32], eligible: impl Fn(i32) -> bool) -> i32 {
+/// The `min.insync.replicas` in force for `configs` on a topic of `replication_factor`
+/// replicas: the config if it is set to a whole number of at least 1, else
+/// [`default_min_insync_replicas`].
+fn min_insync_of(configs: &BTreeMap<String, String>, replication_factor: i32) -> i32 {
+    configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|&m| m >= 1)
+        .unwrap_or_else(|| default_min_insync_replicas(replication_factor))
+}
+
+/// The `min.insync.replicas` of `topic` that the controller's ELR rules rely on: the topic's
+/// `min.insync.replicas` config if it is set to a whole number of at least 1, else
+/// [`default_min_insync_replicas`] of its replication factor. A leader must not advance its
+/// high watermark while its ISR has fewer members than this, or ELR members could miss
+/// committed records: brokers must use this same value.
+pub fn min_insync(topic: &TopicInfo) -> i32 {
+    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len()) as i32;
+    min_insync_of(&topic.configs, replication_factor)
+}
+
+/// The first broker in `replicas` order that is in `among` and `eligible`, else
+/// [`NO_LEADER`].
+fn elect(replicas: &[i32], among: &[i32], eligible: impl Fn(i32) -> bool) -> i32 {
     replicas
         .iter()
         .copied()
-        .find(|r| isr.contains(r) && eligible(*r))
+        .find(|r| among.contains(r) && eligible(*r))
         .unwrap_or(NO_LEADER)
 }
 
-/// The `PartitionChange` that gives partition `p` of `topic_id` leader `leader` and ISR
-/// `isr`, or `None` if nothing changes and `bump_leader_epoch` is false. The partition
-/// epoch grows by one; the leader epoch when the leader changes or `bump_leader_epoch`.
-fn change(
-    topic_id: Uuid,
-    p: &PartitionRecord,
+/// A partition's next leadership, before [`change`] normalises the ELR.
+struct Next {
     leader: i32,
     isr: Vec<i32>,
+    elr: Vec<i32>,
+    /// Bump the leader epoch even if the leader stays (a restarted sole ISR member).
     bump_leader_epoch: bool,
-) -> Option<MetadataRecord> {
+}
+
+impl Next {
+    /// The partition as it is.
+    fn unchanged(p: &PartitionRecord) -> Next {
+        Next {
+            leader: p.leader,
+            isr: p.isr.clone(),
+            elr: p.elr.clone(),
+            bump_leader_epoch: false,
+        }
+    }
+}
+
+/// Leader election over a partition's next `isr` and `elr`: the first `eligible` ISR member
+/// in replica order (Kafka's clean election); else the first `eligible` ELR member, which
+/// becomes the ISR alone and leaves the ELR, while the previous ISR members (which hold
+/// every committed record too) join the ELR; else [`NO_LEADER`] with `isr` and `elr` as
+/// given.
+fn elect_leader(
+    p: &PartitionRecord,
+    isr: Vec<i32>,
+    elr: Vec<i32>,
+    eligible: impl Fn(i32) -> bool,
+) -> Next {
+    let leader = elect(&p.replicas, &isr, &eligible);
+    if leader != NO_LEADER {
+        return Next {
+            leader,
+            isr,
+            elr,
+            bump_leader_epoch: false,
+        };
+    }
+    let leader = elect(&p.replicas, &elr, &eligible);
+    if leader != NO_LEADER {
+        let elr = elr
+            .into_iter()
+            .filter(|&r| r != leader)
+            .chain(isr)
+            .collect();
+        return Next {
+            leader,
+            isr: vec![leader],
+            elr,
+            bump_leader_epoch: false,
+        };
+    }
+    Next {
+        leader: NO_LEADER,
+        isr,
+        elr,
+        bump_leader_epoch: false,
+    }
+}
+
+/// The `PartitionChange` that takes partition `p` of `topic` to `next`, or `None` if
+/// nothing changes. The ELR is normalised first: ISR members and repeats leave it, it is
+/// put in replica order, and it is cleared when the ISR has at least [`min_insync`]
+/// members (the high watermark may advance again, so ELR members would become stale). The
+/// partition epoch grows by one; the leader epoch when the leader changes or
+/// `next.bump_leader_epoch`.
+fn change(topic: &TopicInfo, p: &PartitionRecord, next: Next) -> Option<MetadataRecord> {
+    let Next {
+        leader,
+        isr,
+        elr,
+        bump_leader_epoch,
+    } = next;
+    let elr: Vec<i32> = if isr.len() as i32 >= min_insync(topic) {
+        Vec::new()
+    } else {
+        p.replicas
+            .iter()
+            .copied()
+            .filter(|r| elr.contains(r) && !isr.contains(r))
+            .collect()
+    };
     let leader_changed = leader != p.leader;
-    if !leader_changed && !bump_leader_epoch && isr == p.isr {
+    if !leader_changed && !bump_leader_epoch && isr == p.isr && elr == p.elr {
         return None;
     }
     Some(MetadataRecord::PartitionChange {
-        topic_id,
+        topic_id: topic.topic_id,
         partition: p.partition,
         leader,
         isr,
         leader_epoch: p.leader_epoch + i32::from(leader_changed || bump_leader_epoch),
         partition_epoch: p.partition_epoch + 1,
+        elr,
     })
 }
 
 /// Every partition of every live topic, in topic name and partition order.
-fn all_partitions(state: &ClusterState) -> impl Iterator<Item = (Uuid, &PartitionRecord)> {
+fn all_partitions(state: &ClusterState) -> impl Iterator<Item = (&TopicInfo, &PartitionRecord)> {
     state
         .topics()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, p)))
+        .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
 }
 
-/// The partition changes when `broker_id` can no longer be trusted as a replica: it leaves
-/// every ISR it is in unless it is the last member, and partitions it led elect another
-/// unfenced ISR member or go offline. With `restarted` (a new incarnation that is
-/// registering, hence unfenced), an ISR it is the last member of keeps it as leader, with a
-/// bumped leader epoch.
-fn leave_isrs(state: &ClusterState, broker_id: i32, restarted: bool) -> Vec<MetadataRecord> {
-    all_partitions(state)
-        .filter(|(_, p)| p.isr.contains(&broker_id))
-        .filter_map(|(topic_id, p)| {
-            if p.isr.iter().all(|&r| r == broker_id) {
-                return if restarted {
-                    change(topic_id, p, broker_id, p.isr.clone(), true)
-                } else {
-                    change(topic_id, p, NO_LEADER, p.isr.clone(), false)
-                };
+/// Partition `p`'s next leadership when `broker_id`, a member of its ISR, can no longer be
+/// trusted as an in-sync replica (fenced, or `restarted`: a new incarnation registering).
+/// - It is the last ISR member: with `restarted` it stays and leads with a bumped leader
+///   epoch (so followers truncate to what it has); fenced, it stays in the ISR and an
+///   unfenced ELR member takes over if there is one (see [`elect_leader`]), else the
+///   partition is offline.
+/// - Otherwise it leaves the ISR, and joins the ELR if the ISR is left below
+///   [`min_insync`] (the high watermark is then frozen, so it holds every committed record).
+///   Where it led, or the partition was offline, [`elect_leader`] picks another broker.
+fn leave_isr(state: &ClusterState, p: &PartitionRecord, broker_id: i32, restarted: bool) -> Next {
+    let others = |r: i32| r != broker_id && !state.is_fenced(r);
+    if p.isr.iter().all(|&r| r == broker_id) {
+        return if restarted {
+            Next {
+                leader: broker_id,
+                bump_leader_epoch: true,
+                ..Next::unchanged(p)
             }
-            let isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != broker_id).collect();
-            let leader = if p.leader == broker_id || p.leader == NO_LEADER {
-                elect(&p.replicas, &isr, |r| r != broker_id && !state.is_fenced(r))
-            } else {
-                p.leader
-            };
-            change(topic_id, p, leader, isr, false)
-        })
-        .collect()
+        } else {
+            elect_leader(p, p.isr.clone(), p.elr.clone(), others)
+        };
+    }
+    let isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != broker_id).collect();
+    let mut elr = p.elr.clone();
+    elr.push(broker_id);
+    if p.leader == broker_id || p.leader == NO_LEADER {
+        elect_leader(p, isr, elr, others)
+    } else {
+        Next {
+            leader: p.leader,
+            isr,
+            elr,
+            bump_leader_epoch: false,
+        }
+    }
 }
 
-/// The partition changes when `broker_id` becomes able to lead: it leads every offline
-/// partition whose ISR contains it.
-fn lead_offline(state: &ClusterState, broker_id: i32) -> Vec<MetadataRecord> {
-    all_partitions(state)
-        .filter(|(_, p)| p.leader == NO_LEADER && p.isr.contains(&broker_id))
-        .filter_map(|(topic_id, p)| change(topic_id, p, broker_id, p.isr.clone(), false))
-        .collect()
+/// Partition `p`'s next leadership when `broker_id` reported at registration that it lost
+/// the partition's log: it leaves the ISR even as its last member (the ISR may become
+/// empty) and the ELR; where it led, or the partition was offline, [`elect_leader`] picks
+/// another unfenced broker (ISR first, then ELR), else the partition is offline.
+fn lose_replica(state: &ClusterState, p: &PartitionRecord, broker_id: i32) -> Next {
+    let isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != broker_id).collect();
+    let elr: Vec<i32> = p.elr.iter().copied().filter(|&r| r != broker_id).collect();
+    if p.leader == broker_id || p.leader == NO_LEADER {
+        elect_leader(p, isr, elr, |r| r != broker_id && !state.is_fenced(r))
+    } else {
+        Next {
+            leader: p.leader,
+            isr,
+            elr,
+            bump_leader_epoch: false,
+        }
+    }
+}
+
+/// Partition `p`'s next leadership when `broker_id` becomes able to lead (unfenced, or
+/// registered): if `p` is offline and `broker_id` is in its ISR or ELR, the election of
+/// [`elect_leader`] counting `broker_id` as unfenced (it leads, from the ELR with the ISR
+/// to itself alone, since no other member is unfenced).
+fn lead_if_offline(state: &ClusterState, p: &PartitionRecord, broker_id: i32) -> Next {
+    if p.leader != NO_LEADER || !(p.isr.contains(&broker_id) || p.elr.contains(&broker_id)) {
+        return Next::unchanged(p);
+    }
+    elect_leader(p, p.isr.clone(), p.elr.clone(), |r| {
+        r == broker_id || !state.is_fenced(r)
+    })
 }
 
 /// The records that fence `broker_id`: its heartbeat session expired, or it is in
 /// controlled shutdown. `FenceBroker`, then a `PartitionChange` for every partition whose
-/// ISR contains it: it leaves the ISR unless it is the last member, and where it led, the
-/// first replica that is in the new ISR and unfenced leads instead (-1 if none). Fencing a
-/// fenced broker returns no records.
+/// ISR contains it: it leaves the ISR unless it is the last member, and joins the ELR if
+/// the ISR is left with fewer than [`min_insync`] members. Where it led, the first replica
+/// in the new ISR that is unfenced leads instead; else the first unfenced ELR member, with
+/// the ISR set to it alone (the previous ISR members join the ELR); else -1. Partitions
+/// where it is only in the ELR keep it there. Fencing a fenced broker returns no records.
 pub fn fence_broker(
     state: &ClusterState,
     broker_id: i32,
@@ -425,13 +577,18 @@ pub fn fence_broker(
         return Ok(Vec::new());
     }
     let mut records = vec![MetadataRecord::FenceBroker { broker_id }];
-    records.extend(leave_isrs(state, broker_id, false));
+    records.extend(
+        all_partitions(state)
+            .filter(|(_, p)| p.isr.contains(&broker_id))
+            .filter_map(|(t, p)| change(t, p, leave_isr(state, p, broker_id, false))),
+    );
     Ok(records)
 }
 
 /// The records that unfence `broker_id` (its heartbeats resumed and it caught up):
 /// `UnfenceBroker`, then it becomes leader of every offline partition (leader -1) whose ISR
-/// contains it. Unfencing an unfenced broker returns no records.
+/// contains it, or whose ELR contains it (the ISR then becomes itself alone and it leaves
+/// the ELR). Unfencing an unfenced broker returns no records.
 pub fn unfence_broker(
     state: &ClusterState,
     broker_id: i32,
@@ -440,22 +597,14 @@ pub fn unfence_broker(
         return Ok(Vec::new());
     }
     let mut records = vec![MetadataRecord::UnfenceBroker { broker_id }];
-    records.extend(lead_offline(state, broker_id));
+    records.extend(
+        all_partitions(state)
+            .filter_map(|(t, p)| change(t, p, lead_if_offline(state, p, broker_id))),
+    );
     Ok(records)
 }
 
-/// The records that register broker `broker_id` (on every start; `incarnation` is new for
-/// each process). The broker is unfenced afterwards.
-/// - First registration: `RegisterBroker`.
-/// - A different incarnation (the broker restarted and may have lost unflushed data):
-///   `RegisterBroker` plus the partition changes fencing it would make (it leaves ISRs where
-///   others remain, and leadership moves to the first other unfenced ISR member in replica
-///   order, or -1), except that where it is the ISR's only member it becomes (or stays)
-///   leader with a bumped leader epoch, so that followers truncate to what it has.
-/// - The same incarnation: nothing if the broker is unfenced and its host, port and rack
-///   are unchanged; `RegisterBroker` if they changed; and if it was fenced, `RegisterBroker`
-///   plus leadership of every offline partition whose ISR contains it (as
-///   [`unfence_broker`]).
+/// [`register_broker_with_lost`] for a broker that lost no partition log.
 pub fn register_broker(
     state: &ClusterState,
     broker_id: i32,
@@ -463,6 +612,44 @@ pub fn register_broker(
     port: u16,
     rack: Option<String>,
     incarnation: Uuid,
+) -> Result<Vec<MetadataRecord>, ReplicationError> {
+    register_broker_with_lost(state, broker_id, host, port, rack, incarnation, &[])
+}
+
+/// The records that register broker `broker_id` (on every start; `incarnation` is new for
+/// each process). `lost` names the partitions (topic id, partition) whose log the broker
+/// found missing at startup (a replaced or wiped disk): it holds none of their records.
+/// The broker is unfenced afterwards.
+/// - First registration: `RegisterBroker`.
+/// - A different incarnation (the broker restarted): `RegisterBroker` plus, per partition:
+///   - in `lost`: it leaves the ISR even as its last member (the ISR may become empty) and
+///     the ELR; where it led or the partition was offline, the first unfenced member of the
+///     new ISR in replica order leads, else the first unfenced ELR member (with the ISR set
+///     to it alone), else -1. It is never elected for that partition until it is back in
+///     the ISR through [`alter_partition`], after re-replicating from the leader. A
+///     partition left with leader -1 and an empty ISR and ELR stays offline: no replica is
+///     known to hold its committed records, and unclean election is not implemented.
+///   - in its ISR with others: it leaves it as when fenced ([`fence_broker`]: joins the ELR
+///     if the ISR is left below [`min_insync`], leadership moves to another unfenced ISR
+///     member, else an unfenced ELR member, else -1).
+///   - the ISR's only member: it becomes (or stays) leader with a bumped leader epoch, so
+///     that followers truncate to what it has.
+///   - offline (leader -1) with it in the ELR: it leads, with the ISR set to it alone.
+/// - The same incarnation (a retry: `lost` was already reported and is ignored): nothing if
+///   the broker is unfenced and its host, port and rack are unchanged; `RegisterBroker` if
+///   they changed; and if it was fenced, `RegisterBroker` plus leadership of every offline
+///   partition whose ISR or ELR contains it (as [`unfence_broker`]).
+///
+/// Entries of `lost` that name no partition of a live topic, or a partition `broker_id` is
+/// no replica of, are ignored.
+pub fn register_broker_with_lost(
+    state: &ClusterState,
+    broker_id: i32,
+    host: &str,
+    port: u16,
+    rack: Option<String>,
+    incarnation: Uuid,
+    lost: &[(Uuid, i32)],
 ) -> Result<Vec<MetadataRecord>, ReplicationError> {
     if broker_id < 0 {
         return Err(ReplicationError::InvalidBrokerId { broker_id });
@@ -475,20 +662,66 @@ pub fn register_broker(
         rack: rack.clone(),
         incarnation,
     };
-    let Some(previous) = previous else {
-        return Ok(vec![record]);
-    };
     let mut records = Vec::new();
-    if previous.incarnation != incarnation {
-        records.push(record);
-        records.extend(leave_isrs(state, broker_id, true));
-    } else if previous.fenced {
-        records.push(record);
-        records.extend(lead_offline(state, broker_id));
-    } else if previous.host != host || previous.port != port || previous.rack != rack {
-        records.push(record);
+    match previous {
+        Some(previous) if previous.incarnation == incarnation => {
+            if previous.fenced {
+                records.push(record);
+                records.extend(
+                    all_partitions(state)
+                        .filter_map(|(t, p)| change(t, p, lead_if_offline(state, p, broker_id))),
+                );
+            } else if previous.host != host || previous.port != port || previous.rack != rack {
+                records.push(record);
+            }
+        }
+        _ => {
+            records.push(record);
+            let lost: BTreeSet<(Uuid, i32)> = lost.iter().copied().collect();
+            records.extend(all_partitions(state).filter_map(|(t, p)| {
+                let next = if lost.contains(&(t.topic_id, p.partition)) {
+                    lose_replica(state, p, broker_id)
+                } else if p.isr.contains(&broker_id) {
+                    leave_isr(state, p, broker_id, true)
+                } else {
+                    lead_if_offline(state, p, broker_id)
+                };
+                change(t, p, next)
+            }));
+        }
     }
     Ok(records)
+}
+
+/// The records to commit with a change of topic `topic_id`'s configs to `new_configs`
+/// (after its `TopicConfig` records, in the same batch): where `min.insync.replicas` falls
+/// to or below a partition's ISR size, its leader may advance the high watermark again, so
+/// the partition's ELR is cleared. Nothing for an unknown topic or when no ELR is affected.
+pub fn clear_stale_elr(
+    state: &ClusterState,
+    topic_id: Uuid,
+    new_configs: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let Some(topic) = state.topic_by_id(topic_id) else {
+        return Vec::new();
+    };
+    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len()) as i32;
+    let min = min_insync_of(new_configs, replication_factor);
+    topic
+        .partitions
+        .iter()
+        .filter(|p| !p.elr.is_empty() && p.isr.len() as i32 >= min)
+        .filter_map(|p| {
+            change(
+                topic,
+                p,
+                Next {
+                    elr: Vec::new(),
+                    ..Next::unchanged(p)
+                },
+            )
+        })
+        .collect()
 }
 
 /// The record for an AlterPartition from `requester_broker_id`: the leader of partition
@@ -500,8 +733,10 @@ pub fn register_broker(
 /// repeats a broker, is not within the replicas or lacks the leader
 /// ([`ReplicationError::InvalidIsr`]), or adds a fenced or unregistered broker
 /// ([`ReplicationError::IneligibleReplica`]). Otherwise one `PartitionChange` with the same
-/// leader and leader epoch and `partition_epoch + 1`, or no record if the ISR (as a set) is
-/// unchanged. The ISR is stored in the order given.
+/// leader and leader epoch and `partition_epoch + 1`, or no record if the ISR (as a set)
+/// and the ELR are unchanged. The ISR is stored in the order given. Members of the new ISR
+/// leave the ELR, and the ELR is cleared when the new ISR has at least [`min_insync`]
+/// members (the high watermark may advance again).
 pub fn alter_partition(
     state: &ClusterState,
     topic_id: Uuid,
@@ -567,34 +802,48 @@ pub fn alter_partition(
     {
         return Err(ReplicationError::IneligibleReplica { broker_id: r });
     }
-    if members == p.isr.iter().copied().collect() {
-        return Ok(Vec::new());
-    }
-    Ok(change(topic_id, p, p.leader, new_isr, false)
-        .into_iter()
-        .collect())
+    // Same ISR as a set: keep the stored order, so that only an ELR change is recorded.
+    let isr = if members == p.isr.iter().copied().collect() {
+        p.isr.clone()
+    } else {
+        new_isr
+    };
+    Ok(change(
+        topic,
+        p,
+        Next {
+            isr,
+            ..Next::unchanged(p)
+        },
+    )
+    .into_iter()
+    .collect())
 }
 
 /// The records of a preferred leader election (`auto.leader.rebalance.enable`, or an
 /// ElectLeaders request for every partition): each partition whose preferred replica
 /// (`replicas[0]`) is unfenced, in the ISR and not the leader gets it as leader; each
 /// offline partition (leader -1) whose preferred replica cannot lead gets the first
-/// unfenced ISR member in replica order, if any. Epochs are bumped as for any leader change.
+/// unfenced ISR member in replica order, else the first unfenced ELR member (with the ISR
+/// set to it alone), if any. Epochs are bumped as for any leader change.
 pub fn elect_preferred_leaders(
     state: &ClusterState,
 ) -> Result<Vec<MetadataRecord>, ReplicationError> {
     Ok(all_partitions(state)
-        .filter_map(|(topic_id, p)| {
+        .filter_map(|(t, p)| {
             let eligible = |r: i32| !state.is_fenced(r);
             let preferred = *p.replicas.first()?;
-            let leader = if p.isr.contains(&preferred) && eligible(preferred) {
-                preferred
+            let next = if p.isr.contains(&preferred) && eligible(preferred) {
+                Next {
+                    leader: preferred,
+                    ..Next::unchanged(p)
+                }
             } else if p.leader == NO_LEADER {
-                elect(&p.replicas, &p.isr, eligible)
+                elect_leader(p, p.isr.clone(), p.elr.clone(), eligible)
             } else {
-                p.leader
+                Next::unchanged(p)
             };
-            change(topic_id, p, leader, p.isr.clone(), false)
+            change(t, p, next)
         })
         .collect())
 }
@@ -701,6 +950,7 @@ mod tests {
                 leader: replicas[0],
                 leader_epoch: 0,
                 partition_epoch: 0,
+                elr: vec![],
             }],
             configs: BTreeMap::new(),
         });
@@ -731,6 +981,7 @@ mod tests {
                 isr: vec![2, 3],
                 leader_epoch: 1,
                 partition_epoch: 1,
+                elr: vec![],
             }
         );
         apply(&mut s, &recs);
@@ -912,6 +1163,7 @@ mod tests {
                 isr: vec![1, 2],
                 leader_epoch: 0,
                 partition_epoch: 1,
+                elr: vec![],
             }]
         );
         apply(&mut s, &shrink);
@@ -1011,6 +1263,7 @@ mod tests {
             isr: vec![1],
             leader_epoch: 1,
             partition_epoch: 2,
+            elr: vec![],
         };
         let json = serde_json::to_string(&change).unwrap();
         assert!(json.contains(r#""type":"PartitionChange""#), "{json}");
@@ -1018,5 +1271,351 @@ mod tests {
             serde_json::from_str::<MetadataRecord>(&json).unwrap(),
             change
         );
+    }
+
+    /// (leader, isr, elr) of partition t-0.
+    fn leadership(s: &ClusterState) -> (i32, Vec<i32>, Vec<i32>) {
+        let p = p0(s);
+        (p.leader, p.isr.clone(), p.elr.clone())
+    }
+
+    fn restart(
+        s: &mut ClusterState,
+        broker_id: i32,
+        n: u128,
+        lost: &[(Uuid, i32)],
+    ) -> Vec<MetadataRecord> {
+        let records = register_broker_with_lost(
+            s,
+            broker_id,
+            "127.0.0.1",
+            9092,
+            None,
+            Uuid::from_u128(n),
+            lost,
+        )
+        .unwrap();
+        apply(s, &records);
+        records
+    }
+
+    #[test]
+    fn min_insync_is_the_topic_config_or_the_default() {
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        assert_eq!(
+            min_insync(s.topic("t").unwrap()),
+            2,
+            "default for 3 replicas"
+        );
+        for (value, expected) in [
+            ("3", 3),
+            ("1", 1),
+            (" 2 ", 2),
+            ("0", 2),
+            ("-1", 2),
+            ("x", 2),
+        ] {
+            s.apply(&MetadataRecord::TopicConfig {
+                topic_id: id,
+                key: "min.insync.replicas".into(),
+                value: Some(value.into()),
+            });
+            assert_eq!(min_insync(s.topic("t").unwrap()), expected, "{value:?}");
+        }
+        let (s, _) = with_partition(3, &[1, 2]);
+        assert_eq!(
+            min_insync(s.topic("t").unwrap()),
+            1,
+            "default for 2 replicas"
+        );
+    }
+
+    #[test]
+    fn a_broker_fenced_below_min_insync_joins_the_elr() {
+        let (mut s, _) = with_partition(4, &[1, 2, 3]);
+        // ISR {1,2,3} -> {2,3}: still at min.insync.replicas=2, no ELR.
+        run(&mut s, |s| fence_broker(s, 1));
+        assert_eq!(leadership(&s), (2, vec![2, 3], vec![]));
+        // {2,3} -> {3}: below, so 2 holds every committed record and joins the ELR.
+        run(&mut s, |s| fence_broker(s, 2));
+        assert_eq!(leadership(&s), (3, vec![3], vec![2]));
+        assert_eq!(summary(&s).2, 2, "leader epoch bumped twice");
+        // The last member stays in the ISR; nobody unfenced is eligible: offline.
+        run(&mut s, |s| fence_broker(s, 3));
+        assert_eq!(leadership(&s), (NO_LEADER, vec![3], vec![2]));
+        // Broker 1 is neither in the ISR nor the ELR: it never leads.
+        run(&mut s, |s| unfence_broker(s, 1));
+        assert_eq!(leadership(&s), (NO_LEADER, vec![3], vec![2]));
+        assert_eq!(elect_preferred_leaders(&s), Ok(vec![]));
+        // Broker 2 comes back: it leads alone, and 3 (which holds everything too) moves to
+        // the ELR.
+        let (_, _, le, pe) = summary(&s);
+        let recs = unfence_broker(&s, 2).unwrap();
+        assert_eq!(
+            recs[1],
+            MetadataRecord::PartitionChange {
+                topic_id: p0_id(&s),
+                partition: 0,
+                leader: 2,
+                isr: vec![2],
+                leader_epoch: le + 1,
+                partition_epoch: pe + 1,
+                elr: vec![3],
+            }
+        );
+        apply(&mut s, &recs);
+        // 3 returns and is only in the ELR: it follows.
+        run(&mut s, |s| unfence_broker(s, 3));
+        assert_eq!(leadership(&s), (2, vec![2], vec![3]));
+    }
+
+    fn set_min_insync(s: &mut ClusterState, topic_id: Uuid, value: &str) {
+        s.apply(&MetadataRecord::TopicConfig {
+            topic_id,
+            key: "min.insync.replicas".into(),
+            value: Some(value.into()),
+        });
+    }
+
+    fn p0_id(s: &ClusterState) -> Uuid {
+        s.topic("t").unwrap().topic_id
+    }
+
+    #[test]
+    fn with_min_insync_1_fenced_brokers_do_not_join_the_elr() {
+        let (mut s, _) = with_partition(3, &[1, 2]);
+        run(&mut s, |s| fence_broker(s, 1));
+        assert_eq!(leadership(&s), (2, vec![2], vec![]));
+    }
+
+    #[test]
+    fn fencing_the_last_isr_member_elects_an_unfenced_elr_member() {
+        let (mut s, _) = with_partition(3, &[1, 2, 3]);
+        run(&mut s, |s| fence_broker(s, 3));
+        run(&mut s, |s| fence_broker(s, 2));
+        assert_eq!(leadership(&s), (1, vec![1], vec![2]));
+        // 2 is back but still catching up (not yet in the ISR): it stays in the ELR.
+        run(&mut s, |s| unfence_broker(s, 2));
+        assert_eq!(leadership(&s), (1, vec![1], vec![2]));
+        run(&mut s, |s| fence_broker(s, 1));
+        assert_eq!(leadership(&s), (2, vec![2], vec![1]));
+    }
+
+    #[test]
+    fn alter_partition_takes_isr_members_out_of_the_elr_and_clears_it_at_min_insync() {
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        set_min_insync(&mut s, id, "3");
+        run(&mut s, |s| fence_broker(s, 3));
+        run(&mut s, |s| fence_broker(s, 2));
+        assert_eq!(leadership(&s), (1, vec![1], vec![2, 3]));
+        run(&mut s, |s| unfence_broker(s, 2));
+        run(&mut s, |s| unfence_broker(s, 3));
+        let (_, _, le, pe) = summary(&s);
+        // A shrink or same-size change below min.insync.replicas keeps the others.
+        run(&mut s, |s| alter_partition(s, id, 0, 1, le, pe, vec![1]));
+        assert_eq!(leadership(&s), (1, vec![1], vec![2, 3]));
+        // 2 caught up: in the ISR, out of the ELR.
+        run(&mut s, |s| alter_partition(s, id, 0, 1, le, pe, vec![1, 2]));
+        assert_eq!(leadership(&s), (1, vec![1, 2], vec![3]));
+        assert_eq!(summary(&s).3, pe + 1);
+        // At min.insync.replicas=2 the high watermark may advance again, so 3 is no longer
+        // known to hold every committed record. (A config change should come with
+        // `clear_stale_elr`; without it, the next AlterPartition clears the ELR, even one
+        // that leaves the ISR as it is.)
+        set_min_insync(&mut s, id, "2");
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 1, le, pe + 1, vec![2, 1])
+        });
+        assert_eq!(leadership(&s), (1, vec![1, 2], vec![]));
+        assert_eq!(summary(&s).3, pe + 2);
+    }
+
+    #[test]
+    fn elect_preferred_leaders_uses_the_elr_for_offline_partitions() {
+        let mut s = cluster(3);
+        let id = Uuid::from_u128(42);
+        s.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: vec![PartitionRecord {
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![1],
+                leader: NO_LEADER,
+                leader_epoch: 3,
+                partition_epoch: 5,
+                elr: vec![3],
+            }],
+            configs: BTreeMap::new(),
+        });
+        // Not a state the controller leaves (an offline partition with an unfenced ELR
+        // member), but the preferred election repairs it.
+        s.apply(&MetadataRecord::FenceBroker { broker_id: 1 });
+        let recs = elect_preferred_leaders(&s).unwrap();
+        assert_eq!(
+            recs,
+            vec![MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                leader: 3,
+                isr: vec![3],
+                leader_epoch: 4,
+                partition_epoch: 6,
+                elr: vec![1],
+            }]
+        );
+        apply(&mut s, &recs);
+        assert_eq!(elect_preferred_leaders(&s), Ok(vec![]));
+    }
+
+    /// The simulation's scenario: broker 3's disk is replaced while ISR = {2, 3}; 2 and then
+    /// 3 are fenced; both restart, 3 empty. Broker 2, which holds every acknowledged record,
+    /// must lead; 3 must not until it has re-replicated and rejoined the ISR.
+    #[test]
+    fn a_broker_that_lost_its_disk_is_never_elected_while_empty() {
+        for two_first in [true, false] {
+            let (mut s, id) = with_partition(3, &[1, 2, 3]);
+            run(&mut s, |s| fence_broker(s, 1));
+            assert_eq!(leadership(&s), (2, vec![2, 3], vec![]));
+            // 3 is killed (its disk will be replaced), then 2 is killed and fenced first.
+            run(&mut s, |s| fence_broker(s, 2));
+            assert_eq!(leadership(&s), (3, vec![3], vec![2]));
+            run(&mut s, |s| fence_broker(s, 3));
+            assert_eq!(leadership(&s), (NO_LEADER, vec![3], vec![2]));
+            if two_first {
+                restart(&mut s, 2, 1, &[]);
+                assert_eq!(
+                    leadership(&s),
+                    (2, vec![2], vec![3]),
+                    "2 leads from the ELR"
+                );
+                restart(&mut s, 3, 1, &[(id, 0)]);
+            } else {
+                restart(&mut s, 3, 1, &[(id, 0)]);
+                assert_eq!(
+                    leadership(&s),
+                    (NO_LEADER, vec![], vec![2]),
+                    "the empty 3 leaves the ISR even as its last member, and does not lead"
+                );
+                assert_eq!(elect_preferred_leaders(&s), Ok(vec![]));
+                restart(&mut s, 2, 1, &[]);
+            }
+            assert_eq!(
+                leadership(&s),
+                (2, vec![2], vec![]),
+                "two_first {two_first}"
+            );
+            // 3 re-replicates from 2 and rejoins the ISR; only then may it lead.
+            assert_eq!(elect_preferred_leaders(&s), Ok(vec![]));
+            let (_, _, le, pe) = summary(&s);
+            run(&mut s, |s| alter_partition(s, id, 0, 2, le, pe, vec![2, 3]));
+            run(&mut s, |s| fence_broker(s, 2));
+            assert_eq!(leadership(&s), (3, vec![3], vec![2]));
+        }
+    }
+
+    #[test]
+    fn a_lost_log_moves_leadership_to_the_isr_then_the_elr() {
+        // The leader lost its log while others are in sync: the next ISR member leads.
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        let recs = restart(&mut s, 1, 1, &[(id, 0)]);
+        assert!(matches!(recs[0], MetadataRecord::RegisterBroker { .. }));
+        assert_eq!(leadership(&s), (2, vec![2, 3], vec![]));
+        assert_eq!(summary(&s).2, 1, "new leader epoch");
+        // A follower that lost its log just leaves the ISR (and does not join the ELR).
+        restart(&mut s, 3, 1, &[(id, 0)]);
+        assert_eq!(leadership(&s), (2, vec![2], vec![]));
+        // The sole member lost its log while leading: nobody may lead.
+        restart(&mut s, 2, 1, &[(id, 0)]);
+        assert_eq!(leadership(&s), (NO_LEADER, vec![], vec![]));
+        assert_eq!(summary(&s).2, 2);
+        // It stays offline: no unclean election, whoever comes back.
+        for b in 1..=3 {
+            run(&mut s, |s| fence_broker(s, b));
+            run(&mut s, |s| unfence_broker(s, b));
+            restart(&mut s, b, 2, &[]);
+        }
+        assert_eq!(elect_preferred_leaders(&s), Ok(vec![]));
+        assert_eq!(leadership(&s), (NO_LEADER, vec![], vec![]));
+    }
+
+    #[test]
+    fn a_lost_log_of_the_last_isr_member_elects_an_elr_member() {
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        set_min_insync(&mut s, id, "3");
+        run(&mut s, |s| fence_broker(s, 3));
+        run(&mut s, |s| fence_broker(s, 2));
+        run(&mut s, |s| unfence_broker(s, 2));
+        assert_eq!(leadership(&s), (1, vec![1], vec![2, 3]));
+        restart(&mut s, 1, 1, &[(id, 0)]);
+        assert_eq!(leadership(&s), (2, vec![2], vec![3]));
+        // An ELR member that lost its log leaves the ELR.
+        restart(&mut s, 3, 1, &[(id, 0)]);
+        assert_eq!(leadership(&s), (2, vec![2], vec![]));
+    }
+
+    #[test]
+    fn lost_logs_are_read_once_per_incarnation_and_unknown_ones_ignored() {
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        let lost = [(id, 0), (id, 7), (Uuid::from_u128(9), 0)];
+        restart(&mut s, 1, 1, &lost);
+        assert_eq!(leadership(&s), (2, vec![2, 3], vec![]));
+        let (_, _, le, pe) = summary(&s);
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 2, le, pe, vec![2, 3, 1])
+        });
+        // A retry of the same registration changes nothing.
+        let retry =
+            register_broker_with_lost(&s, 1, "127.0.0.1", 9092, None, Uuid::from_u128(1), &lost);
+        assert_eq!(retry, Ok(vec![]));
+        // A partition it is no replica of is ignored.
+        let (mut s, id) = with_partition(3, &[2, 3]);
+        let recs = restart(&mut s, 1, 1, &[(id, 0)]);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+    }
+
+    #[test]
+    fn a_restarted_broker_that_keeps_its_log_stays_eligible() {
+        let (mut s, _) = with_partition(3, &[1, 2, 3]);
+        run(&mut s, |s| fence_broker(s, 3));
+        // 2 restarts without being fenced: it leaves the ISR, which falls below
+        // min.insync.replicas=2, so it joins the ELR (acks=all records are on its disk).
+        restart(&mut s, 2, 1, &[]);
+        assert_eq!(leadership(&s), (1, vec![1], vec![2]));
+        run(&mut s, |s| fence_broker(s, 1));
+        assert_eq!(leadership(&s), (2, vec![2], vec![1]));
+    }
+
+    #[test]
+    fn lowering_min_insync_clears_stale_elrs() {
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        run(&mut s, |s| fence_broker(s, 3));
+        run(&mut s, |s| fence_broker(s, 2));
+        assert_eq!(leadership(&s), (1, vec![1], vec![2]));
+        let mut configs = BTreeMap::new();
+        configs.insert("min.insync.replicas".to_owned(), "3".to_owned());
+        assert_eq!(clear_stale_elr(&s, id, &configs), vec![]);
+        configs.insert("min.insync.replicas".to_owned(), "1".to_owned());
+        let recs = clear_stale_elr(&s, id, &configs);
+        assert_eq!(recs.len(), 1);
+        apply(&mut s, &recs);
+        assert_eq!(leadership(&s), (1, vec![1], vec![]));
+        assert_eq!(clear_stale_elr(&s, Uuid::from_u128(9), &configs), vec![]);
+    }
+
+    #[test]
+    fn records_without_an_elr_still_read() {
+        let change: MetadataRecord = serde_json::from_str(
+            r#"{"type":"PartitionChange","topic_id":"00000000-0000-0000-0000-000000000000","partition":0,"leader":-1,"isr":[1],"leader_epoch":1,"partition_epoch":2}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(change, MetadataRecord::PartitionChange { ref elr, .. } if elr.is_empty())
+        );
+        let p: PartitionRecord = serde_json::from_str(
+            r#"{"partition":0,"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0,"partition_epoch":0}"#,
+        )
+        .unwrap();
+        assert!(p.elr.is_empty());
     }
 }

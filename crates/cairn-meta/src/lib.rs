@@ -31,9 +31,10 @@
 //! - Partition indexes of a topic are exactly `0..partitions.len()`.
 //! - `leader_epoch` and `partition_epoch` of a partition only grow; every
 //!   `PartitionChange` raises `partition_epoch`, every leader change raises `leader_epoch`.
-//! - A partition's ISR is never empty and lies within its replicas; its leader is -1
-//!   (offline) or an unfenced ISR member. Elections never pick a broker outside the ISR
-//!   (see [`controller`] for the rules).
+//! - A partition's ISR and ELR (eligible leader replicas, KIP-966) lie within its replicas
+//!   and share no broker; its leader is -1 (offline) or an unfenced ISR member; the ISR is
+//!   empty only while the leader is -1 (its last member lost its log). Elections never pick
+//!   a broker outside the ISR and ELR (see [`controller`] for the rules).
 
 pub mod controller;
 mod log;

@@ -5,9 +5,9 @@
 //!
 //! ## Replication records (KRaft's `PartitionChangeRecord`, `FenceBrokerRecord`,
 //! `UnfenceBrokerRecord`)
-//! - [`MetadataRecord::PartitionChange`] replaces the leader, ISR and epochs of one
+//! - [`MetadataRecord::PartitionChange`] replaces the leader, ISR, ELR and epochs of one
 //!   partition; its replica list never changes. `leader == -1` means the partition has no
-//!   leader (offline) because no unfenced broker is left in its ISR. Every
+//!   leader (offline) because no unfenced broker is left in its ISR or ELR. Every
 //!   `PartitionChange` carries a `partition_epoch` larger than the partition's current one,
 //!   and a `leader_epoch` that is bumped whenever the leader changes (to -1 included), or
 //!   when the same leader restarted and its followers must truncate.
@@ -59,9 +59,9 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
-    /// New leader, ISR and epochs of one existing partition; its replicas are unchanged.
-    /// `leader` is -1 when no broker leads it (offline). `partition_epoch` is strictly
-    /// larger than the partition's current one; neither epoch ever decreases.
+    /// New leader, ISR, ELR and epochs of one existing partition; its replicas are
+    /// unchanged. `leader` is -1 when no broker leads it (offline). `partition_epoch` is
+    /// strictly larger than the partition's current one; neither epoch ever decreases.
     PartitionChange {
         topic_id: Uuid,
         partition: i32,
@@ -69,6 +69,10 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// The partition's new eligible leader replicas (see [`PartitionRecord::elr`]).
+        /// Absent in records written before ELRs existed: empty.
+        #[serde(default)]
+        elr: Vec<i32>,
     },
     /// A registered broker may no longer lead partitions, join ISRs or receive new replicas
     /// (its heartbeat session expired, or it is shutting down).
@@ -82,8 +86,18 @@ pub enum MetadataRecord {
 pub struct PartitionRecord {
     pub partition: i32,
     pub replicas: Vec<i32>,
+    /// In-sync replicas. Empty only while `leader` is -1, after the last one reported that
+    /// it lost its log (see [`crate::controller`]).
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): replicas outside the ISR known to hold every
+    /// committed record, because they left the ISR while it was below
+    /// `min.insync.replicas` (when the high watermark cannot advance). They may be elected
+    /// when no ISR member can lead. Disjoint from the ISR, within the replicas, in replica
+    /// order; empty whenever the ISR has `min.insync.replicas` members or more. Absent in
+    /// records and snapshots written before ELRs existed: empty.
+    #[serde(default)]
+    pub elr: Vec<i32>,
 }

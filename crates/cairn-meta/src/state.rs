@@ -140,6 +140,13 @@ impl ClusterState {
                 );
                 for (i, p) in partitions.iter().enumerate() {
                     assert_eq!(p.partition as usize, i, "partitions of {name} out of order");
+                    check_leadership(
+                        &format!("CreateTopic {name}-{i}"),
+                        &p.replicas,
+                        p.leader,
+                        &p.isr,
+                        &p.elr,
+                    );
                 }
                 self.names_by_id.insert(*topic_id, name.clone());
                 self.topics.insert(
@@ -158,6 +165,13 @@ impl ClusterState {
             } => {
                 let topic = self.topic_mut(*topic_id);
                 for p in partitions {
+                    check_leadership(
+                        &format!("CreatePartitions {}-{}", topic.name, p.partition),
+                        &p.replicas,
+                        p.leader,
+                        &p.isr,
+                        &p.elr,
+                    );
                     assert_eq!(
                         p.partition as usize,
                         topic.partitions.len(),
@@ -191,6 +205,7 @@ impl ClusterState {
                 isr,
                 leader_epoch,
                 partition_epoch,
+                elr,
             } => {
                 let topic = self.topic_mut(*topic_id);
                 let name = topic.name.clone();
@@ -213,17 +228,20 @@ impl ClusterState {
                     p.leader_epoch
                 );
                 assert!(
-                    !isr.is_empty() && isr.iter().all(|r| p.replicas.contains(r)),
-                    "PartitionChange of {name}-{partition}: ISR {isr:?} is empty or not within \
-                     the replicas {:?}",
-                    p.replicas
+                    *leader == p.leader || *leader_epoch > p.leader_epoch,
+                    "PartitionChange of {name}-{partition}: new leader {leader} without a new \
+                     leader epoch"
                 );
-                assert!(
-                    *leader == -1 || isr.contains(leader),
-                    "PartitionChange of {name}-{partition}: leader {leader} is not in ISR {isr:?}"
+                check_leadership(
+                    &format!("PartitionChange of {name}-{partition}"),
+                    &p.replicas,
+                    *leader,
+                    isr,
+                    elr,
                 );
                 p.leader = *leader;
                 p.isr = isr.clone();
+                p.elr = elr.clone();
                 p.leader_epoch = *leader_epoch;
                 p.partition_epoch = *partition_epoch;
             }
@@ -254,6 +272,28 @@ impl ClusterState {
     }
 }
 
+/// Panics (naming `what`) unless `leader`, `isr` and `elr` are a legal leadership of a
+/// partition on `replicas`: the leader is -1 or in the ISR; the ISR is empty only when the
+/// leader is -1; the ISR and the ELR lie within the replicas and share no broker.
+fn check_leadership(what: &str, replicas: &[i32], leader: i32, isr: &[i32], elr: &[i32]) {
+    assert!(
+        isr.iter().chain(elr).all(|r| replicas.contains(r)),
+        "{what}: ISR {isr:?} or ELR {elr:?} not within the replicas {replicas:?}"
+    );
+    assert!(
+        !isr.is_empty() || leader == -1,
+        "{what}: ISR is empty but the leader is {leader}"
+    );
+    assert!(
+        leader == -1 || isr.contains(&leader),
+        "{what}: leader {leader} is not in ISR {isr:?}"
+    );
+    assert!(
+        elr.iter().all(|r| !isr.contains(r)),
+        "{what}: ELR {elr:?} overlaps ISR {isr:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +306,7 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: vec![],
         }
     }
 
@@ -342,6 +383,7 @@ mod tests {
             isr: vec![1],
             leader_epoch: 1,
             partition_epoch,
+            elr: vec![],
         }
     }
 
@@ -395,5 +437,86 @@ mod tests {
     fn fencing_an_unknown_broker_is_a_bug() {
         let (mut state, _) = one_partition_topic();
         state.apply(&MetadataRecord::FenceBroker { broker_id: 2 });
+    }
+
+    fn change_to(
+        topic_id: Uuid,
+        leader: i32,
+        isr: Vec<i32>,
+        elr: Vec<i32>,
+        leader_epoch: i32,
+    ) -> MetadataRecord {
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition: 0,
+            leader,
+            isr,
+            leader_epoch,
+            partition_epoch: 1,
+            elr,
+        }
+    }
+
+    /// Topic "t" with one partition on brokers 1, 2 and 3, led by 1.
+    fn three_replicas() -> (ClusterState, Uuid) {
+        let mut state = ClusterState::default();
+        let id = Uuid::from_u128(7);
+        state.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: vec![PartitionRecord {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                ..partition(0)
+            }],
+            configs: BTreeMap::new(),
+        });
+        (state, id)
+    }
+
+    #[test]
+    fn an_empty_isr_and_an_elr_apply_to_an_offline_partition() {
+        let (mut state, id) = three_replicas();
+        state.apply(&change_to(id, -1, vec![], vec![2], 1));
+        let p = &state.topic("t").unwrap().partitions[0];
+        assert_eq!(
+            (p.leader, p.isr.as_slice(), p.elr.as_slice()),
+            (-1, &[][..], &[2][..])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "ISR is empty but the leader is 1")]
+    fn an_empty_isr_with_a_leader_is_a_bug() {
+        let (mut state, id) = three_replicas();
+        state.apply(&change_to(id, 1, vec![], vec![], 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "overlaps ISR")]
+    fn an_elr_member_in_the_isr_is_a_bug() {
+        let (mut state, id) = three_replicas();
+        state.apply(&change_to(id, 1, vec![1, 2], vec![2], 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "not within the replicas")]
+    fn an_elr_member_outside_the_replicas_is_a_bug() {
+        let (mut state, id) = three_replicas();
+        state.apply(&change_to(id, 1, vec![1], vec![4], 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "is not in ISR")]
+    fn a_leader_outside_the_isr_is_a_bug() {
+        let (mut state, id) = three_replicas();
+        state.apply(&change_to(id, 2, vec![1], vec![], 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "without a new leader epoch")]
+    fn a_new_leader_in_the_same_epoch_is_a_bug() {
+        let (mut state, id) = three_replicas();
+        state.apply(&change_to(id, 2, vec![2, 3], vec![], 0));
     }
 }

@@ -1,8 +1,16 @@
 //! Property test of the controller's replication duties: random sequences of fencing,
-//! unfencing, restarts (registration with a new incarnation), AlterPartition proposals
-//! (random ISRs, sometimes stale or from the wrong broker), preferred leader elections and
-//! topic creations over a 3–5 broker cluster. Every step's records are applied (a record
-//! that does not apply panics), and the partition invariants are checked after each step.
+//! unfencing, restarts (registration with a new incarnation, some reporting lost partition
+//! logs), AlterPartition proposals (random ISRs, sometimes stale or from the wrong broker),
+//! preferred leader elections, `min.insync.replicas` changes, acknowledged writes and topic
+//! creations over a 3–5 broker cluster. Every step's records are applied (a record that
+//! does not apply panics), and the partition invariants are checked after each step.
+//!
+//! A model of *holders* tracks, per partition, the replicas guaranteed to hold every
+//! acknowledged (`acks=all`) record: an acknowledgement is possible only while the ISR has
+//! at least `min.insync.replicas` members and makes the holders exactly the ISR; a restart
+//! that lost the partition's log removes the broker; an AlterPartition that adds a replica to
+//! the ISR adds it (it caught up). No election may ever pick a leader outside the holders:
+//! that would lose acknowledged records.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +25,19 @@ enum Op {
     Unfence(usize),
     /// Registration with a new incarnation (the broker process restarted).
     Restart(usize),
+    /// A restart that lost the logs of the partitions (among all, in topic and partition
+    /// order) whose bit is set in the mask, and of which the broker is a replica.
+    RestartLosing(usize, u64),
+    /// An `acks=all` write to a partition, if its leader may acknowledge one.
+    Ack {
+        topic: usize,
+        partition: usize,
+    },
+    /// `min.insync.replicas` of a topic set (or removed: `None`).
+    SetMinInsync {
+        topic: usize,
+        value: Option<i32>,
+    },
     /// Registration with the same incarnation (a retry, or a fenced broker coming back).
     Reregister(usize),
     Alter {
@@ -42,6 +63,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..5usize).prop_map(Op::Fence),
         3 => (0..5usize).prop_map(Op::Unfence),
         2 => (0..5usize).prop_map(Op::Restart),
+        2 => (0..5usize, any::<u64>()).prop_map(|(b, mask)| Op::RestartLosing(b, mask)),
+        4 => (0..8usize, 0..4usize).prop_map(|(topic, partition)| Op::Ack { topic, partition }),
+        1 => (0..8usize, prop::option::of(1..=3i32))
+            .prop_map(|(topic, value)| Op::SetMinInsync { topic, value }),
         1 => (0..5usize).prop_map(Op::Reregister),
         6 => (
             0..8usize,
@@ -129,32 +154,68 @@ fn partitions(state: &ClusterState) -> BTreeMap<(Uuid, i32), PartitionRecord> {
         .collect()
 }
 
+/// Per partition, the replicas guaranteed to hold every acknowledged record.
+type Holders = BTreeMap<(Uuid, i32), BTreeSet<i32>>;
+
+/// `min.insync.replicas` of the topic with id `topic_id` in `state`.
+fn min_insync(state: &ClusterState, topic_id: Uuid) -> i32 {
+    controller::min_insync(state.topic_by_id(topic_id).unwrap())
+}
+
 /// The invariants of every partition of `after`, reached from `before` in one step that
-/// produced `records`.
-fn check(before: &ClusterState, after: &ClusterState, records: &[MetadataRecord]) {
+/// produced `records`, with `holders` as updated for that step.
+fn check(
+    before: &ClusterState,
+    after: &ClusterState,
+    records: &[MetadataRecord],
+    holders: &Holders,
+) {
     let old = partitions(before);
     for ((topic_id, partition), p) in partitions(after) {
         let at = format!("{topic_id}-{partition} {p:?} after {records:?}");
         let isr: BTreeSet<i32> = p.isr.iter().copied().collect();
-        assert!(!p.isr.is_empty(), "empty ISR: {at}");
-        assert_eq!(isr.len(), p.isr.len(), "ISR repeats a broker: {at}");
+        let elr: BTreeSet<i32> = p.elr.iter().copied().collect();
         assert!(
-            isr.iter().all(|r| p.replicas.contains(r)),
-            "ISR not within replicas: {at}"
+            !p.isr.is_empty() || p.leader == NO_LEADER,
+            "empty ISR with a leader: {at}"
         );
+        assert_eq!(isr.len(), p.isr.len(), "ISR repeats a broker: {at}");
+        assert_eq!(elr.len(), p.elr.len(), "ELR repeats a broker: {at}");
+        assert!(isr.is_disjoint(&elr), "ISR and ELR overlap: {at}");
+        assert!(
+            isr.iter().chain(&elr).all(|r| p.replicas.contains(r)),
+            "ISR or ELR not within replicas: {at}"
+        );
+        if !p.elr.is_empty() {
+            assert!(
+                (p.isr.len() as i32) < min_insync(after, topic_id),
+                "ELR kept although the ISR reaches min.insync.replicas: {at}"
+            );
+        }
         if p.leader != NO_LEADER {
             assert!(isr.contains(&p.leader), "leader outside the ISR: {at}");
             assert!(p.replicas.contains(&p.leader), "leader not a replica: {at}");
             assert!(!after.is_fenced(p.leader), "fenced leader: {at}");
         } else {
             assert!(
-                p.isr.iter().all(|&r| after.is_fenced(r)),
-                "offline although an ISR member is unfenced: {at}"
+                p.isr.iter().chain(&p.elr).all(|&r| after.is_fenced(r)),
+                "offline although an ISR or ELR member is unfenced: {at}"
             );
         }
         if p.isr.iter().any(|&r| after.is_fenced(r)) {
             assert_eq!(p.isr.len(), 1, "a fenced broker shares an ISR: {at}");
         }
+        // No acknowledged record is lost: whoever leads, or may be elected, holds them all.
+        let held = &holders[&(topic_id, partition)];
+        assert!(
+            p.leader == NO_LEADER || held.contains(&p.leader),
+            "leader {} may miss acknowledged records (holders {held:?}): {at}",
+            p.leader
+        );
+        assert!(
+            isr.iter().chain(&elr).all(|r| held.contains(r)),
+            "an ISR or ELR member may miss acknowledged records (holders {held:?}): {at}"
+        );
         let Some(o) = old.get(&(topic_id, partition)) else {
             assert_eq!(
                 (p.leader_epoch, p.partition_epoch),
@@ -172,7 +233,8 @@ fn check(before: &ClusterState, after: &ClusterState, records: &[MetadataRecord]
             p.partition_epoch >= o.partition_epoch,
             "partition epoch went down: {at}"
         );
-        if (o.leader, &o.isr, o.leader_epoch) != (p.leader, &p.isr, p.leader_epoch) {
+        if (o.leader, &o.isr, &o.elr, o.leader_epoch) != (p.leader, &p.isr, &p.elr, p.leader_epoch)
+        {
             assert!(
                 p.partition_epoch > o.partition_epoch,
                 "change without a new partition epoch: {at}"
@@ -185,7 +247,7 @@ fn check(before: &ClusterState, after: &ClusterState, records: &[MetadataRecord]
             );
             if p.leader != NO_LEADER {
                 assert!(
-                    o.isr.contains(&p.leader),
+                    o.isr.contains(&p.leader) || o.elr.contains(&p.leader),
                     "unclean election: {at} (was {o:?})"
                 );
             }
@@ -193,12 +255,72 @@ fn check(before: &ClusterState, after: &ClusterState, records: &[MetadataRecord]
     }
 }
 
-/// Runs `op`; returns the records it produced (nothing when refused).
+/// A restart of broker `b` (an index) that lost the logs of the partitions selected by
+/// `lost_mask` (see [`Op::RestartLosing`]); removes it from their holders.
+fn restart(
+    state: &ClusterState,
+    brokers: i32,
+    next_incarnation: &mut u128,
+    b: usize,
+    lost_mask: u64,
+    holders: &mut Holders,
+) -> Vec<MetadataRecord> {
+    let b = broker_id(brokers, b);
+    *next_incarnation += 1;
+    let rack = state.broker(b).unwrap().rack.clone();
+    let lost: Vec<(Uuid, i32)> = partitions(state)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, p))| lost_mask & (1 << (i % 64)) != 0 && p.replicas.contains(&b))
+        .map(|(_, (key, _))| key)
+        .collect();
+    let records = controller::register_broker_with_lost(
+        state,
+        b,
+        "127.0.0.1",
+        9092,
+        rack,
+        incarnation(*next_incarnation),
+        &lost,
+    )
+    .unwrap();
+    for key in &lost {
+        holders.get_mut(key).unwrap().remove(&b);
+    }
+    // It may have lost unflushed data: it keeps no leadership or ISR place that another
+    // member could take, and where it is alone it leads in a new epoch. Where it lost the
+    // log, it is in neither the ISR nor the ELR, and does not lead.
+    let mut after = state.clone();
+    apply(&mut after, &records);
+    assert!(!after.is_fenced(b));
+    let old = partitions(state);
+    for (key, p) in partitions(&after) {
+        let o = &old[&key];
+        if lost.contains(&key) {
+            assert!(
+                !p.isr.contains(&b) && !p.elr.contains(&b) && p.leader != b,
+                "{b} lost its log but is still eligible: {p:?}"
+            );
+        } else if o.isr == [b] {
+            assert_eq!((p.leader, p.leader_epoch), (b, o.leader_epoch + 1), "{p:?}");
+        } else {
+            assert!(
+                !p.isr.contains(&b) || o.elr.contains(&b),
+                "restarted {b} stays in ISR: {p:?}"
+            );
+        }
+    }
+    records
+}
+
+/// Runs `op`; returns the records it produced (nothing when refused). Updates `holders`
+/// for acknowledgements and lost logs.
 fn step(
     state: &ClusterState,
     brokers: i32,
     next_incarnation: &mut u128,
     op: &Op,
+    holders: &mut Holders,
 ) -> Vec<MetadataRecord> {
     match *op {
         Op::Fence(b) => {
@@ -219,33 +341,33 @@ fn step(
             );
             records
         }
-        Op::Restart(b) => {
-            let b = broker_id(brokers, b);
-            *next_incarnation += 1;
-            let rack = state.broker(b).unwrap().rack.clone();
-            let records = controller::register_broker(
-                state,
-                b,
-                "127.0.0.1",
-                9092,
-                rack,
-                incarnation(*next_incarnation),
-            )
-            .unwrap();
-            // It may have lost unflushed data: it keeps no leadership or ISR place that
-            // another member could take, and where it is alone it leads in a new epoch.
-            let mut after = state.clone();
-            apply(&mut after, &records);
-            assert!(!after.is_fenced(b));
-            let old = partitions(state);
-            for (key, p) in partitions(&after) {
-                let o = &old[&key];
-                if o.isr == [b] {
-                    assert_eq!((p.leader, p.leader_epoch), (b, o.leader_epoch + 1), "{p:?}");
-                } else {
-                    assert!(!p.isr.contains(&b), "restarted {b} stays in ISR: {p:?}");
-                }
+        Op::Restart(b) => restart(state, brokers, next_incarnation, b, 0, holders),
+        Op::RestartLosing(b, mask) => restart(state, brokers, next_incarnation, b, mask, holders),
+        Op::Ack { topic, partition } => {
+            let topics: Vec<_> = state.topics().collect();
+            let t = topics[topic % topics.len()];
+            let p = &t.partitions[partition % t.partitions.len()];
+            if p.leader != NO_LEADER && p.isr.len() as i32 >= controller::min_insync(t) {
+                holders.insert((t.topic_id, p.partition), p.isr.iter().copied().collect());
             }
+            Vec::new()
+        }
+        Op::SetMinInsync { topic, value } => {
+            let topics: Vec<_> = state.topics().collect();
+            let t = topics[topic % topics.len()];
+            let key = "min.insync.replicas".to_owned();
+            let value = value.map(|v| v.to_string());
+            let mut configs = t.configs.clone();
+            match &value {
+                Some(v) => configs.insert(key.clone(), v.clone()),
+                None => configs.remove(&key),
+            };
+            let mut records = vec![MetadataRecord::TopicConfig {
+                topic_id: t.topic_id,
+                key,
+                value,
+            }];
+            records.extend(controller::clear_stale_elr(state, t.topic_id, &configs));
             records
         }
         Op::Reregister(b) => {
@@ -345,6 +467,9 @@ fn step(
                         (p.leader, p.leader_epoch, p.partition_epoch + 1)
                     );
                 }
+                // Replicas the leader adds to the ISR caught up: they hold every record.
+                let held = holders.get_mut(&(t.topic_id, p.partition)).unwrap();
+                held.extend(new_isr.iter().filter(|r| !p.isr.contains(r)));
                 return records;
             }
             Vec::new()
@@ -398,6 +523,16 @@ fn step(
     }
 }
 
+/// Partitions of `state` that `holders` does not know yet: every replica holds their
+/// (no) records.
+fn add_new_partitions(state: &ClusterState, holders: &mut Holders) {
+    for (key, p) in partitions(state) {
+        holders
+            .entry(key)
+            .or_insert_with(|| p.replicas.iter().copied().collect());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -409,13 +544,16 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let mut state = cluster(brokers, racks, &topics);
-        check(&ClusterState::default(), &state, &[]);
+        let mut holders = Holders::new();
+        add_new_partitions(&state, &mut holders);
+        check(&ClusterState::default(), &state, &[], &holders);
         let mut next_incarnation = 0;
         for op in &ops {
-            let records = step(&state, brokers, &mut next_incarnation, op);
+            let records = step(&state, brokers, &mut next_incarnation, op, &mut holders);
             let before = state.clone();
             apply(&mut state, &records);
-            check(&before, &state, &records);
+            add_new_partitions(&state, &mut holders);
+            check(&before, &state, &records, &holders);
         }
     }
 }
