@@ -228,7 +228,7 @@ pub fn encode_response(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> anyhow::Result<BytesMut> {
-    let mut bytes = BytesMut::with_capacity(256);
+    let mut bytes = BytesMut::with_capacity(capacity_hint(response));
     bytes.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header.encode(&mut bytes, api_key.response_header_version(version))?;
@@ -236,6 +236,21 @@ pub fn encode_response(
     let size = (bytes.len() - 4) as i32;
     bytes[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(bytes)
+}
+
+/// Bytes to reserve for an encoded response, so that a Fetch response's records are copied
+/// into the buffer once instead of again at every growth: the records plus room for the
+/// per-partition fields.
+fn capacity_hint(response: &ResponseKind) -> usize {
+    match response {
+        ResponseKind::Fetch(fetch) => {
+            let partitions = fetch.responses.iter().flat_map(|t| t.partitions.iter());
+            512 + partitions
+                .map(|p| 128 + p.records.as_ref().map_or(0, |r| r.len()))
+                .sum::<usize>()
+        }
+        _ => 256,
+    }
 }
 
 /// Reads one frame (without its size prefix). `Ok(None)` is a clean end of stream.
