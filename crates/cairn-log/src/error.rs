@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use crate::producer_state::ProducerError;
+
 /// Everything that can go wrong in `cairn-log`. Variants carry their context.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -61,6 +63,24 @@ pub enum LogError {
     /// Kafka: `OFFSET_OUT_OF_RANGE` / `UNKNOWN_SERVER_ERROR` on the follower.
     #[error("non-contiguous append: expected an offset >= {expected}, got {got}")]
     NotContiguous { expected: i64, got: i64 },
+
+    /// Not a failure: a leader append found that a batch of an idempotent producer repeats one
+    /// of that producer's last 5 batches (a retry whose first attempt was appended). Nothing
+    /// was appended. The broker answers `NONE` (0) with `base_offset` (and, on LogAppendTime
+    /// topics, `timestamp` as the log append time), and for `acks=all` waits for the high
+    /// watermark to pass `last_offset` as for a fresh append (the original may not be
+    /// replicated yet).
+    #[error("duplicate of the batch at offsets {base_offset}..={last_offset}")]
+    DuplicateBatch {
+        base_offset: i64,
+        last_offset: i64,
+        timestamp: i64,
+    },
+
+    /// A leader append refused by the producer state (sequence gap, fenced epoch...); nothing
+    /// was appended. Kafka: see each [`ProducerError`] variant (45, 47 or 87).
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
 
     /// An I/O error, with the operation and the file it happened on. ENOSPC arrives here.
     /// Kafka: `KAFKA_STORAGE_ERROR` (56).

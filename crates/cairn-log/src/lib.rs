@@ -1,8 +1,8 @@
 //! # cairn-log — one partition's log on disk
 //!
 //! **Owns**: the directory of one topic partition — its segment files, their sparse indexes,
-//! the checkpoints of the recovery point, the log start offset and the leader epochs, and the
-//! clean-shutdown marker. It validates RecordBatch v2 bytes, assigns offsets, stores and
+//! the checkpoints of the recovery point, the log start offset and the leader epochs, the
+//! idempotent producers' state and its snapshots, and the clean-shutdown marker. It validates RecordBatch v2 bytes, assigns offsets, stores and
 //! serves whole batches, recovers after a crash, applies retention and compaction.
 //!
 //! **Must never**: read the clock (time comes in as `now_ms`), spawn threads or touch sockets,
@@ -26,6 +26,9 @@
 //! - Index entries strictly increase in offset, position and timestamp and point at batch
 //!   starts inside the segment.
 //! - Everything below `recovery_point` has been fdatasync'ed.
+//! - The producer state reflects exactly the batches below `log_end_offset`, in log order
+//!   (plus producers whose batches retention deleted, until they expire), whatever path
+//!   built it: appends, a snapshot plus a replay, or a rebuild after truncation.
 //!
 //! ## Files in a partition directory, byte by byte
 //!
@@ -49,6 +52,17 @@
 //!   checkpoint format `"0\n1\n<offset>\n"`.
 //! - `leader-epoch-checkpoint`: `"0\n<n>\n"` then `"<epoch> <start_offset>\n"` per epoch.
 //!   Checkpoints are replaced atomically (write `.tmp`, fdatasync, rename, fsync directory).
+//! - `<offset>.snapshot` (`<offset>` as 20 digits): the producer state of every batch below
+//!   `<offset>` (see [`producer_state`]), written at every roll (offset = the new segment's
+//!   base) and at `close` (offset = log end), as `.tmp` + fdatasync + rename. Big-endian:
+//!   `u16` version = 1; `u32` CRC-32C of every byte after this field; `i64` offset (equal to
+//!   the file name's); `u32` entry count; then per producer, by increasing id: `i64`
+//!   producer id, `i16` epoch, `i64` last batch timestamp, `i64` last batch's last offset,
+//!   `u8` batch count (0..=5), and per batch, oldest first, `i32` first sequence, `i32` last
+//!   sequence, `i64` first offset, `i64` last offset, `i64` batch max timestamp (32 bytes).
+//!   Nothing after the last entry. Only the latest [`log::SNAPSHOTS_RETAINED`] (2) at or
+//!   below the log end and at or above the first segment's base are kept; truncation deletes
+//!   those above the new end, retention those below the first remaining segment.
 //! - `.cairn-clean-shutdown`: empty; exists only between a clean `close` and the next `open`.
 //! - `*.deleted`: segment files being deleted (renamed first, removed `file.delete.delay.ms`
 //!   later or at the next open). `*.cleaned`, `*.tmp`: leftovers of an interrupted cleaner
@@ -66,6 +80,16 @@
 //! rewritten whenever it falls below the base of the recovery point's segment (about once per
 //! roll) and at close, so a crash scans about one segment. A clean-shutdown marker whose
 //! segments fail the same checks falls back to crash recovery from the failing segment.
+//!
+//! The producer state is loaded from the latest snapshot at or below the point where the
+//! recovery scan starts (or the persisted recovery point), and the batches after it are fed
+//! to it by that same scan; after a clean shutdown the snapshot written by `close` is at the
+//! log end and nothing is replayed. A snapshot that fails its checks (CRC, length, version,
+//! offsets) is logged with its path, deleted, and an older one used; without any, the state
+//! is rebuilt from the first segment by walking batch headers. When an open had to replay,
+//! it writes a snapshot at the log end. Snapshots are a cache: losing one costs replay time,
+//! never correctness, so the directory is not fsync'ed for them except when stale ones (above
+//! a truncated end) are deleted.
 //!
 //! After a power cut the log is always a valid prefix of what was appended, and contains:
 //! - `FlushPolicy::EveryAppend`: every batch whose append returned `Ok`;
@@ -100,6 +124,18 @@
 //! keyless records with `InvalidRecord`. Nothing is written unless every batch passes.
 //! Follower appends check the same framing and CRC and that offsets increase from the log end.
 //!
+//! ## Idempotent producers
+//!
+//! `append_as_leader` checks batches with a producer id against the producer state before
+//! assigning offsets (see [`producer_state`] for the rules): a retry of one of a producer's
+//! last 5 batches fails with [`LogError::DuplicateBatch`] carrying the original offsets
+//! (nothing is appended: the broker answers success with them), a sequence gap or a fenced
+//! epoch with [`LogError::Producer`]. The batches of one request are all-or-nothing, as for
+//! every other check. `append_as_follower` and recovery never check, they only record.
+//! [`PartitionLog::producer_state`] exposes the state (DescribeProducers) and
+//! [`PartitionLog::remove_expired_producers`] applies `producer.id.expiration.ms`.
+//! Transactions (markers, the transaction index, the last stable offset) are not done yet.
+//!
 //! ## Compaction
 //!
 //! See [`cleaner`]: closed segments only, last record per key kept, tombstones dropped after
@@ -121,10 +157,11 @@
 //!
 //! ## Not done yet
 //!
-//! Producer-state snapshots (idempotence), a transaction index (aborted transactions
-//! survive compaction), the per-batch delete horizon of KIP-534 (tombstone expiry uses record
-//! timestamps instead), and a descriptor budget shared across partitions (the bound is per
-//! log).
+//! Transactions (control batches are recorded but not interpreted, no transaction index), the
+//! cleaner keeping each producer's last batch (a rebuild from the log start after compaction
+//! may forget producers whose batches were compacted away; snapshots are unaffected), the
+//! per-batch delete horizon of KIP-534 (tombstone expiry uses record timestamps instead), and
+//! a descriptor budget shared across partitions (the bound is per log).
 //!
 //! ## Example
 //!
@@ -151,6 +188,7 @@ pub mod error;
 mod index;
 pub mod limits;
 pub mod log;
+pub mod producer_state;
 mod segment;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
@@ -162,3 +200,4 @@ pub use cleaner::{CleanStats, CleanTask, CleanedSegments};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, FlushTicket, PartitionLog, ReadInfo, TimestampOffset};
+pub use producer_state::{CheckOutcome, ProducerError, ProducerStateManager};

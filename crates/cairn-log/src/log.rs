@@ -22,6 +22,7 @@ use crate::limits::{
     MAX_MESSAGE_BYTES_MAX, READ_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     SEGMENT_INDEX_BYTES_MAX, SEGMENT_INDEX_BYTES_MIN,
 };
+use crate::producer_state::{CheckOutcome, ProducerStateManager};
 use crate::segment::{LogSegment, file_name};
 
 /// Highest flushed offset (exclusive), Kafka text checkpoint format.
@@ -115,6 +116,9 @@ pub struct PartitionLog {
     unflushed_messages: u64,
     last_flush_ms: i64,
     pending_deletes: Vec<(PathBuf, i64)>,
+    /// Idempotent producers' state for the batches below `log_end_offset` (see
+    /// `log_producer.rs`).
+    producer_state: ProducerStateManager,
 }
 
 fn check_config(c: &LogConfig) -> Result<(), LogError> {
@@ -241,6 +245,7 @@ impl PartitionLog {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             pending_deletes: Vec::new(),
+            producer_state: ProducerStateManager::new(0),
             config,
         };
 
@@ -253,6 +258,7 @@ impl PartitionLog {
             )?);
             log.log_start_offset = start;
             log.log_end_offset = start;
+            log.rebuild_producer_state(start);
         } else {
             for &base in &bases {
                 log.segments.push(LogSegment::open(dir, base)?);
@@ -273,6 +279,8 @@ impl PartitionLog {
             };
             if let Some(from) = from {
                 log.recover_from(from)?;
+            } else {
+                log.rebuild_producer_state(log.log_end_offset);
             }
             let first_base = log.segments[0].base_offset;
             log.log_start_offset = start_checkpoint.unwrap_or(first_base).max(first_base);
@@ -290,6 +298,7 @@ impl PartitionLog {
             log.truncate_fully_and_start_at(start)?;
         }
         log.fix_leader_epochs()?;
+        log.finish_open_producer_state()?;
         if log.persisted_recovery_point != log.recovery_point {
             log.persist_recovery_point()?;
         }
@@ -357,14 +366,23 @@ impl PartitionLog {
             }
         }
         let mut next = self.segments[from].base_offset;
+        // The producer state rides on the scan: loaded from a snapshot, then fed every
+        // recovered batch at or after it.
+        let producers_from = self.begin_recovery_producer_state(next);
         let mut i = from;
         while i < self.segments.len() {
             let is_last = i + 1 == self.segments.len();
             let seg = &mut self.segments[i];
-            let (end, cut) = seg.recover(
+            let producers = &mut self.producer_state;
+            let (end, cut) = seg.recover_with(
                 next,
                 self.config.index_interval_bytes,
                 self.config.segment_index_bytes,
+                |h| {
+                    if h.base_offset >= producers_from {
+                        producers.update(h);
+                    }
+                },
             )?;
             if let Some(reason) = &end.error {
                 warn!(
@@ -394,6 +412,7 @@ impl PartitionLog {
             }
         }
         self.log_end_offset = next;
+        self.finish_recovery_producer_state(producers_from);
         self.dir_file
             .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
@@ -557,6 +576,11 @@ impl PartitionLog {
     /// first when the active segment is full (`segment.bytes`, full index) or older than
     /// `segment.ms`. A `leader_epoch` above the latest starts a new leader-epoch entry.
     ///
+    /// Batches with a producer id are checked against the producer state first (see
+    /// [`crate::producer_state`]): a retry of a retained batch returns
+    /// [`LogError::DuplicateBatch`] with its original offsets, a sequence or epoch error
+    /// [`LogError::Producer`]; either way nothing of the request is appended.
+    ///
     /// Errors: validation errors append nothing. An `Io` error from the write (ENOSPC, short
     /// write) appends nothing and leaves the log as it was. With `FlushPolicy::EveryAppend` or
     /// a due `Interval`, an `Io` error from the fsync after the write means the batches *are*
@@ -568,6 +592,23 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let headers = self.validate(records, true)?;
+        if headers.iter().any(|(h, _)| h.producer_id >= 0) {
+            let check = self
+                .producer_state
+                .check_batches(headers.iter().map(|(h, _)| h))?;
+            if let CheckOutcome::Duplicate {
+                base_offset,
+                last_offset,
+                timestamp,
+            } = check
+            {
+                return Err(LogError::DuplicateBatch {
+                    base_offset,
+                    last_offset,
+                    timestamp,
+                });
+            }
+        }
         let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut offset = self.log_end_offset;
         let mut patched = Vec::with_capacity(headers.len());
@@ -663,6 +704,9 @@ impl PartitionLog {
             }
         }
         self.log_end_offset = last + 1;
+        for (h, _) in headers {
+            self.producer_state.update(h);
+        }
         let records: u64 = headers.iter().map(|(h, _)| h.records_count as u64).sum();
         self.unflushed_messages += records;
         match self.config.flush_policy {
@@ -1088,6 +1132,7 @@ impl PartitionLog {
                 self.persist_leader_epochs()?;
             }
             self.remove_pending(now_ms);
+            self.prune_producer_snapshots(self.log_end_offset)?;
             // The persisted recovery point may now be below the first segment.
             self.maybe_persist_recovery_point();
         }
@@ -1201,6 +1246,7 @@ impl PartitionLog {
         self.log_end_offset = new_leo;
         self.recovery_point = self.recovery_point.min(new_leo);
         self.generation += 1;
+        self.truncate_producer_state(new_leo)?;
         self.dir_file
             .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
@@ -1230,6 +1276,7 @@ impl PartitionLog {
         self.recovery_point = offset;
         self.unflushed_messages = 0;
         self.generation += 1;
+        self.reset_producer_state(offset)?;
         self.dir_file
             .fsync_all()
             .io_ctx("fsync directory", &self.dir)?;
@@ -1294,6 +1341,7 @@ impl PartitionLog {
         }
         info!(segment = %new.log_path.display(), "rolled new segment");
         self.segments.push(new);
+        self.snapshot_at_roll(base_offset);
         Ok(())
     }
 
@@ -1347,6 +1395,7 @@ impl PartitionLog {
         }
         self.recovery_point = self.log_end_offset;
         self.persist_recovery_point()?;
+        self.write_producer_snapshot(self.log_end_offset)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let f = File::create(&marker).io_ctx("create clean shutdown marker", &marker)?;
         f.fsync_all()
@@ -1476,6 +1525,10 @@ fn remove_segment_files(s: &LogSegment) -> Result<(), LogError> {
     }
     Ok(())
 }
+
+#[path = "log_producer.rs"]
+mod producer;
+pub use producer::{SNAPSHOT_EXTENSION, SNAPSHOTS_RETAINED};
 
 #[cfg(test)]
 #[path = "log_tests.rs"]

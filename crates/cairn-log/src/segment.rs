@@ -369,6 +369,18 @@ impl LogSegment {
         index_interval_bytes: u32,
         index_bytes: u32,
     ) -> Result<(ScanEnd, u64), LogError> {
+        self.recover_with(prev_next_offset, index_interval_bytes, index_bytes, |_| {})
+    }
+
+    /// [`LogSegment::recover`], also calling `on_batch` with the header of every valid batch,
+    /// in order (the producer-state replay rides on the recovery scan).
+    pub(crate) fn recover_with(
+        &mut self,
+        prev_next_offset: i64,
+        index_interval_bytes: u32,
+        index_bytes: u32,
+        mut on_batch: impl FnMut(&BatchHeader),
+    ) -> Result<(ScanEnd, u64), LogError> {
         self.offset_index.clear();
         self.time_index.clear();
         // Rebuild into a mapping large enough for every entry (trimmed again by `seal`).
@@ -388,6 +400,7 @@ impl LogSegment {
             prev_next_offset,
             |h, pos, _| {
                 self.index_batch(h, pos, index_interval_bytes);
+                on_batch(h);
                 Ok(())
             },
         )?;

@@ -1,0 +1,784 @@
+//! Per-partition producer state for idempotent producers (Kafka's `ProducerStateManager`,
+//! `ProducerStateEntry` and `ProducerAppendInfo`, without transactions yet).
+//!
+//! Pure: no I/O, no clock. [`PartitionLog`](crate::PartitionLog) owns one
+//! [`ProducerStateManager`], calls [`ProducerStateManager::check_batches`] before a leader
+//! append, [`ProducerStateManager::update`] after every append (leader or follower) and during
+//! recovery replays, and persists it as `<offset>.snapshot` files (format below and in the
+//! crate docs).
+//!
+//! ## What is tracked
+//!
+//! Per producer id: the current producer epoch, the metadata of the last
+//! [`BATCHES_TO_RETAIN`] (5, Kafka's `NUM_BATCHES_TO_RETAIN`, the most a client keeps in
+//! flight with `max.in.flight.requests.per.connection <= 5`) batches of that epoch
+//! (`first_seq`, `last_seq`, `first_offset`, `last_offset`, batch `max_timestamp`), and the
+//! last batch timestamp (for `producer.id.expiration.ms`). The state only ever depends on the
+//! headers of the batches in the log, in log order, so followers, recovery replays and
+//! snapshots all compute the same state as the leader did.
+//!
+//! ## Leader checks (in this order, as Kafka 3.x)
+//!
+//! For a batch with `producer_id >= 0` (control batches are not checked):
+//! 1. `base_sequence < 0` → [`ProducerError::InvalidSequence`] (Kafka: INVALID_RECORD).
+//! 2. Same epoch as the known one, and `(first_seq, last_seq)` equal to one of the retained
+//!    batches → [`CheckOutcome::Duplicate`] with that batch's original offsets: the broker
+//!    answers success with those offsets and appends nothing.
+//! 3. Unknown producer id: `first_seq == 0` is accepted, anything else is
+//!    [`ProducerError::OutOfOrderSequence`]. (Kafka 3.x accepts any sequence from a producer
+//!    it has no state for, which happens after `producer.id.expiration.ms`; we are stricter
+//!    and let the client bump its epoch: Java and librdkafka both recover from
+//!    OUT_OF_ORDER_SEQUENCE_NUMBER on an idempotent producer by bumping the epoch, after
+//!    which sequence 0 is accepted.)
+//! 4. Epoch older than the known one → [`ProducerError::InvalidProducerEpoch`].
+//! 5. Newer epoch: must start at sequence 0, else `OutOfOrderSequence`.
+//! 6. Same epoch: `first_seq` must follow the last batch's `last_seq` (`last + 1`, or 0 after
+//!    `i32::MAX`: sequences wrap like Kafka's `DefaultRecordBatch.incrementSequence`), else
+//!    `OutOfOrderSequence`. A same-epoch entry without batches (only after a control batch)
+//!    expects 0.
+//!
+//! Followers and replays never check: they record what the leader wrote
+//! ([`ProducerStateManager::update`]), including an older epoch (as Kafka's `REPLICATION`
+//! origin does, with the entry's batches reset).
+//!
+//! ## Snapshot format (version 1), all integers big-endian
+//!
+//! | bytes    | field                                                        |
+//! |----------|--------------------------------------------------------------|
+//! | 0..2     | `version` u16 = 1                                            |
+//! | 2..6     | `crc` u32: CRC-32C (Castagnoli) of bytes 6..end              |
+//! | 6..14    | `offset` i64: the state covers every batch below this offset |
+//! | 14..18   | `count` u32: number of producer entries                      |
+//! | 18..     | `count` entries, by increasing producer id                   |
+//!
+//! Entry: `producer_id` i64, `producer_epoch` i16, `last_timestamp` i64, `last_offset` i64
+//! (of the producer's last batch), `batches` u8 (0..=5), then per batch, oldest first:
+//! `first_seq` i32, `last_seq` i32, `first_offset` i64, `last_offset` i64, `timestamp` i64
+//! (27 + 32 × batches bytes). The file must end
+//! exactly after the last entry. Transactions will add fields under version 2.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+
+use crate::batch::BatchHeader;
+
+/// How many batches per producer are remembered for duplicate detection (Kafka's
+/// `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`).
+pub const BATCHES_TO_RETAIN: usize = 5;
+
+/// Kafka's default `producer.id.expiration.ms` (1 day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
+/// Current snapshot format version.
+pub const SNAPSHOT_VERSION: u16 = 1;
+
+const SNAPSHOT_HEADER_LEN: usize = 18;
+const ENTRY_HEADER_LEN: usize = 27;
+const BATCH_META_LEN: usize = 32;
+
+/// One batch of a producer, as remembered for duplicate detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The batch's `max_timestamp` as stored (the append time on LogAppendTime topics).
+    pub timestamp: i64,
+}
+
+/// The state of one producer id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub producer_epoch: i16,
+    /// The last (up to [`BATCHES_TO_RETAIN`]) batches of `producer_epoch`, oldest first.
+    pub batches: VecDeque<BatchMetadata>,
+    /// `max_timestamp` of the producer's last batch (drives expiry).
+    pub last_timestamp: i64,
+    /// Last offset of the producer's last batch of any kind (control batches included).
+    pub last_offset: i64,
+}
+
+impl ProducerEntry {
+    /// The last sequence number written in the current epoch, if any.
+    pub fn last_seq(&self) -> Option<i32> {
+        self.batches.back().map(|b| b.last_seq)
+    }
+
+    fn find_duplicate(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
+        if epoch != self.producer_epoch {
+            return None;
+        }
+        self.batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+            .copied()
+    }
+}
+
+/// What a leader append of a batch set should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Every batch is new and in sequence: append them.
+    Append,
+    /// A batch repeats one of the producer's retained batches: append nothing and answer
+    /// success with the original offsets (and `timestamp` as the log append time on
+    /// LogAppendTime topics).
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+        timestamp: i64,
+    },
+}
+
+/// Why a leader refuses an idempotent batch. Each variant names the Kafka error code the
+/// broker answers; [`ProducerError::kafka_code`] gives it as a number.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    /// A gap or a repeat older than the retained batches, a new epoch not starting at 0, or an
+    /// unknown producer not starting at 0. Kafka: `OUT_OF_ORDER_SEQUENCE_NUMBER` (45).
+    #[error(
+        "out of order sequence number for producer {producer_id} epoch {producer_epoch}: \
+         got {first_seq}, expected {expected_seq}"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        producer_epoch: i16,
+        first_seq: i32,
+        /// The sequence that would have been accepted.
+        expected_seq: i32,
+    },
+
+    /// The batch's epoch is older than the producer's known epoch (a zombie producer).
+    /// Kafka: `INVALID_PRODUCER_EPOCH` (47) since Kafka 2.7 (KIP-588); older brokers
+    /// answered `PRODUCER_FENCED` (90), which Kafka now keeps for the transaction coordinator.
+    #[error(
+        "producer {producer_id} epoch {producer_epoch} is older than the current epoch {current_epoch}"
+    )]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+
+    /// A batch with a producer id but a negative base sequence. Kafka: `INVALID_RECORD` (87).
+    #[error("invalid base sequence {base_sequence} in a batch of producer {producer_id}")]
+    InvalidSequence {
+        producer_id: i64,
+        base_sequence: i32,
+    },
+}
+
+impl ProducerError {
+    /// The Kafka error code for the produce response.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            ProducerError::OutOfOrderSequence { .. } => 45,
+            ProducerError::InvalidProducerEpoch { .. } => 47,
+            ProducerError::InvalidSequence { .. } => 87,
+        }
+    }
+}
+
+/// Kafka's `DefaultRecordBatch.incrementSequence`: `seq + n`, wrapping past `i32::MAX` to 0.
+pub fn increment_sequence(seq: i32, n: i32) -> i32 {
+    if seq > i32::MAX - n {
+        n - (i32::MAX - seq) - 1
+    } else {
+        seq + n
+    }
+}
+
+/// The sequence number of a batch's last record (`base_sequence + last_offset_delta`,
+/// wrapping).
+pub fn last_sequence(h: &BatchHeader) -> i32 {
+    increment_sequence(h.base_sequence, h.last_offset_delta)
+}
+
+/// `next` directly follows `last` (Kafka's `ProducerStateManager.inSequence`).
+pub fn in_sequence(last: i32, next: i32) -> bool {
+    next as i64 == last as i64 + 1 || (next == 0 && last == i32::MAX)
+}
+
+/// The producer state of one partition: producer id → [`ProducerEntry`], valid for every
+/// batch below [`ProducerStateManager::map_end_offset`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerStateManager {
+    producers: BTreeMap<i64, ProducerEntry>,
+    /// Every batch below this offset has been applied (the log end offset it reflects).
+    map_end_offset: i64,
+}
+
+impl ProducerStateManager {
+    /// Empty state for a log whose data starts at `offset`.
+    pub fn new(offset: i64) -> ProducerStateManager {
+        ProducerStateManager {
+            producers: BTreeMap::new(),
+            map_end_offset: offset,
+        }
+    }
+
+    /// The offset below which every batch has been applied.
+    pub fn map_end_offset(&self) -> i64 {
+        self.map_end_offset
+    }
+
+    /// Records that the log now ends at `offset` without producer batches in between (a
+    /// follower's offset gap, a roll at a later base).
+    pub fn advance_to(&mut self, offset: i64) {
+        self.map_end_offset = self.map_end_offset.max(offset);
+    }
+
+    /// The entry of `producer_id`, if it has state.
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Every producer with state, by increasing id (for DescribeProducers).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&id, e)| (id, e))
+    }
+
+    /// Number of producers with state.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// True when no producer has state.
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Checks one batch (before offsets are assigned) for a leader append. Batches without a
+    /// producer id and control batches are always `Append`.
+    pub fn check(&self, header: &BatchHeader) -> Result<CheckOutcome, ProducerError> {
+        self.check_batches([header])
+    }
+
+    /// Checks the batches of one produce request in order, each against the state as if the
+    /// earlier ones had been appended (all-or-nothing, like the append itself). Duplicates
+    /// are looked up in the state before the request, as Kafka does; the first duplicate
+    /// decides the outcome.
+    pub fn check_batches<'a>(
+        &self,
+        headers: impl IntoIterator<Item = &'a BatchHeader>,
+    ) -> Result<CheckOutcome, ProducerError> {
+        // (producer id, epoch, last sequence) of batches earlier in the request.
+        let mut pending: Vec<(i64, i16, i32)> = Vec::new();
+        for h in headers {
+            if h.producer_id < 0 || h.is_control() {
+                continue;
+            }
+            let pid = h.producer_id;
+            if h.base_sequence < 0 {
+                return Err(ProducerError::InvalidSequence {
+                    producer_id: pid,
+                    base_sequence: h.base_sequence,
+                });
+            }
+            let first_seq = h.base_sequence;
+            let last_seq = last_sequence(h);
+            let entry = self.producers.get(&pid);
+            if let Some(dup) =
+                entry.and_then(|e| e.find_duplicate(h.producer_epoch, first_seq, last_seq))
+            {
+                return Ok(CheckOutcome::Duplicate {
+                    base_offset: dup.first_offset,
+                    last_offset: dup.last_offset,
+                    timestamp: dup.timestamp,
+                });
+            }
+            let slot = pending.iter().position(|p| p.0 == pid);
+            let current: Option<(i16, Option<i32>)> = match slot {
+                Some(i) => Some((pending[i].1, Some(pending[i].2))),
+                None => entry.map(|e| (e.producer_epoch, e.last_seq())),
+            };
+            let out_of_order = |expected_seq| ProducerError::OutOfOrderSequence {
+                producer_id: pid,
+                producer_epoch: h.producer_epoch,
+                first_seq,
+                expected_seq,
+            };
+            match current {
+                None => {
+                    if first_seq != 0 {
+                        return Err(out_of_order(0));
+                    }
+                }
+                Some((epoch, _)) if h.producer_epoch < epoch => {
+                    return Err(ProducerError::InvalidProducerEpoch {
+                        producer_id: pid,
+                        producer_epoch: h.producer_epoch,
+                        current_epoch: epoch,
+                    });
+                }
+                Some((epoch, _)) if h.producer_epoch > epoch => {
+                    if first_seq != 0 {
+                        return Err(out_of_order(0));
+                    }
+                }
+                Some((_, None)) => {
+                    if first_seq != 0 {
+                        return Err(out_of_order(0));
+                    }
+                }
+                Some((_, Some(last))) => {
+                    if !in_sequence(last, first_seq) {
+                        return Err(out_of_order(increment_sequence(last, 1)));
+                    }
+                }
+            }
+            match slot {
+                Some(i) => pending[i] = (pid, h.producer_epoch, last_seq),
+                None => pending.push((pid, h.producer_epoch, last_seq)),
+            }
+        }
+        Ok(CheckOutcome::Append)
+    }
+
+    /// Records a batch that is now in the log (`header` carries its final offsets and
+    /// `max_timestamp`). No validation: used by leaders after `check_batches`, by followers and
+    /// by recovery replays. Batches without a producer id only move `map_end_offset`.
+    pub fn update(&mut self, header: &BatchHeader) {
+        self.map_end_offset = self.map_end_offset.max(header.last_offset() + 1);
+        if header.producer_id < 0 {
+            return;
+        }
+        let ts = header.max_timestamp;
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_epoch: header.producer_epoch,
+                batches: VecDeque::new(),
+                last_timestamp: ts,
+                last_offset: header.last_offset(),
+            });
+        if entry.producer_epoch != header.producer_epoch {
+            entry.producer_epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = ts;
+        entry.last_offset = header.last_offset();
+        if header.is_control() || header.base_sequence < 0 {
+            // Transaction markers carry no sequence (transactions: later).
+            return;
+        }
+        if entry.batches.len() == BATCHES_TO_RETAIN {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchMetadata {
+            first_seq: header.base_sequence,
+            last_seq: last_sequence(header),
+            first_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            timestamp: ts,
+        });
+    }
+
+    /// Drops what the log lost by a truncation to `offset` (every batch at or after it).
+    /// Returns `true` when the result is exact, i.e. no producer's last batch was at or after
+    /// `offset` (so no producer had a batch there). Returns `false` when some entry lost batches: older batches or an older
+    /// epoch may have been evicted since, so the caller must rebuild from a snapshot and the
+    /// log (this state is then only a best effort with the affected producers removed).
+    pub fn truncate_to(&mut self, offset: i64) -> bool {
+        let mut exact = true;
+        self.producers.retain(|_, e| {
+            if e.last_offset >= offset {
+                exact = false;
+                false
+            } else {
+                true
+            }
+        });
+        self.map_end_offset = self.map_end_offset.min(offset);
+        exact
+    }
+
+    /// Removes producers whose last batch timestamp is `producer_id_expiration_ms` or more
+    /// before `now_ms` (Kafka's `removeExpiredProducers`; `producer.id.expiration.ms`,
+    /// default [`DEFAULT_PRODUCER_ID_EXPIRATION_MS`]). Returns how many were removed.
+    pub fn remove_expired(&mut self, now_ms: i64, producer_id_expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < producer_id_expiration_ms);
+        before - self.producers.len()
+    }
+
+    /// Encodes the state as a snapshot file's bytes (see the module docs).
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        let body_len: usize = self
+            .producers
+            .values()
+            .map(|e| ENTRY_HEADER_LEN + BATCH_META_LEN * e.batches.len())
+            .sum();
+        let mut b = Vec::with_capacity(SNAPSHOT_HEADER_LEN + body_len);
+        b.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&self.map_end_offset.to_be_bytes());
+        b.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for (&id, e) in &self.producers {
+            b.extend_from_slice(&id.to_be_bytes());
+            b.extend_from_slice(&e.producer_epoch.to_be_bytes());
+            b.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            b.extend_from_slice(&e.last_offset.to_be_bytes());
+            b.push(e.batches.len() as u8);
+            for m in &e.batches {
+                b.extend_from_slice(&m.first_seq.to_be_bytes());
+                b.extend_from_slice(&m.last_seq.to_be_bytes());
+                b.extend_from_slice(&m.first_offset.to_be_bytes());
+                b.extend_from_slice(&m.last_offset.to_be_bytes());
+                b.extend_from_slice(&m.timestamp.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&b[6..]);
+        b[2..6].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Decodes snapshot bytes; `Err` says why they are unusable (the caller then falls back to
+    /// an older snapshot or the log).
+    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<ProducerStateManager, String> {
+        if bytes.len() < SNAPSHOT_HEADER_LEN {
+            return Err(format!("{} bytes is shorter than the header", bytes.len()));
+        }
+        let version = u16::from_be_bytes([bytes[0], bytes[1]]);
+        if version != SNAPSHOT_VERSION {
+            return Err(format!("unknown snapshot version {version}"));
+        }
+        let stored = u32::from_be_bytes(bytes[2..6].try_into().unwrap());
+        let computed = crc32c::crc32c(&bytes[6..]);
+        if stored != computed {
+            return Err(format!(
+                "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        let mut r = SnapshotReader { b: bytes, pos: 6 };
+        let map_end_offset = r.i64()?;
+        let count = r.u32()? as usize;
+        if count > (bytes.len() - SNAPSHOT_HEADER_LEN) / ENTRY_HEADER_LEN {
+            return Err(format!(
+                "{count} entries cannot fit in {} bytes",
+                bytes.len()
+            ));
+        }
+        let mut producers = BTreeMap::new();
+        let mut prev_id = None;
+        for _ in 0..count {
+            let id = r.i64()?;
+            if id < 0 || prev_id.is_some_and(|p| id <= p) {
+                return Err(format!("producer id {id} out of order or negative"));
+            }
+            prev_id = Some(id);
+            let producer_epoch = r.i16()?;
+            let last_timestamp = r.i64()?;
+            let last_offset = r.i64()?;
+            if last_offset >= map_end_offset {
+                return Err(format!(
+                    "last offset {last_offset} of producer {id} beyond the snapshot"
+                ));
+            }
+            let n = r.u8()? as usize;
+            if n > BATCHES_TO_RETAIN {
+                return Err(format!("{n} batches for producer {id}"));
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                let m = BatchMetadata {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                    timestamp: r.i64()?,
+                };
+                if m.first_offset > m.last_offset || m.last_offset >= map_end_offset {
+                    return Err(format!("bad batch offsets for producer {id}"));
+                }
+                batches.push_back(m);
+            }
+            producers.insert(
+                id,
+                ProducerEntry {
+                    producer_epoch,
+                    batches,
+                    last_timestamp,
+                    last_offset,
+                },
+            );
+        }
+        if r.pos != bytes.len() {
+            return Err(format!("{} trailing bytes", bytes.len() - r.pos));
+        }
+        Ok(ProducerStateManager {
+            producers,
+            map_end_offset,
+        })
+    }
+}
+
+struct SnapshotReader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl SnapshotReader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let end = self.pos + N;
+        let s = self
+            .b
+            .get(self.pos..end)
+            .ok_or_else(|| "snapshot ends inside an entry".to_string())?;
+        self.pos = end;
+        Ok(s.try_into().unwrap())
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn i16(&mut self) -> Result<i16, String> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header as a leader sees it before assigning offsets (`base_offset` 0).
+    fn hdr(pid: i64, epoch: i16, seq: i32, records: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 49,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 1_000,
+            max_timestamp: 1_000,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: records,
+        }
+    }
+
+    /// Checks and appends at `*leo` like a leader; returns the outcome.
+    fn send(
+        s: &mut ProducerStateManager,
+        leo: &mut i64,
+        h: BatchHeader,
+    ) -> Result<CheckOutcome, ProducerError> {
+        let out = s.check(&h)?;
+        if out == CheckOutcome::Append {
+            let placed = BatchHeader {
+                base_offset: *leo,
+                ..h
+            };
+            s.update(&placed);
+            *leo = placed.last_offset() + 1;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn duplicates_of_each_of_the_last_five_batches() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        let mut seq = 0;
+        let mut placed = Vec::new();
+        for i in 0..7 {
+            let n = i + 1;
+            let base = leo;
+            assert_eq!(
+                send(&mut s, &mut leo, hdr(7, 0, seq, n)).unwrap(),
+                CheckOutcome::Append
+            );
+            placed.push((seq, n, base, leo - 1));
+            seq += n;
+        }
+        for (i, &(seq, n, base, last)) in placed.iter().enumerate() {
+            let out = s.check(&hdr(7, 0, seq, n));
+            if i >= 2 {
+                assert_eq!(
+                    out,
+                    Ok(CheckOutcome::Duplicate {
+                        base_offset: base,
+                        last_offset: last,
+                        timestamp: 1_000
+                    }),
+                    "batch {i}"
+                );
+            } else {
+                // The 6th-oldest and older are forgotten: an old sequence is out of order.
+                assert!(
+                    matches!(out, Err(ProducerError::OutOfOrderSequence { .. })),
+                    "batch {i}: {out:?}"
+                );
+            }
+        }
+        // Same first sequence but another last sequence is not a duplicate.
+        let (seq, n, _, _) = placed[6];
+        assert!(s.check(&hdr(7, 0, seq, n + 1)).is_err());
+        // A duplicate under another epoch is not a duplicate.
+        assert!(s.check(&hdr(7, 1, seq, n)).is_err());
+    }
+
+    #[test]
+    fn gaps_and_unknown_producers() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        assert_eq!(
+            send(&mut s, &mut leo, hdr(1, 0, 5, 1)),
+            Err(ProducerError::OutOfOrderSequence {
+                producer_id: 1,
+                producer_epoch: 0,
+                first_seq: 5,
+                expected_seq: 0
+            })
+        );
+        send(&mut s, &mut leo, hdr(1, 0, 0, 3)).unwrap();
+        let gap = send(&mut s, &mut leo, hdr(1, 0, 4, 1)).unwrap_err();
+        assert_eq!(gap.kafka_code(), 45);
+        assert!(matches!(
+            gap,
+            ProducerError::OutOfOrderSequence {
+                expected_seq: 3,
+                ..
+            }
+        ));
+        send(&mut s, &mut leo, hdr(1, 0, 3, 1)).unwrap();
+        assert_eq!(s.get(1).unwrap().last_seq(), Some(3));
+        let bad = s.check(&hdr(1, 0, -1, 1)).unwrap_err();
+        assert_eq!(bad.kafka_code(), 87);
+        // Non-idempotent batches are not checked.
+        assert_eq!(s.check(&hdr(-1, -1, -1, 1)), Ok(CheckOutcome::Append));
+    }
+
+    #[test]
+    fn epoch_bump_and_fencing() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        send(&mut s, &mut leo, hdr(1, 3, 0, 2)).unwrap();
+        send(&mut s, &mut leo, hdr(1, 3, 2, 2)).unwrap();
+        // New epoch must restart at 0.
+        assert!(matches!(
+            send(&mut s, &mut leo, hdr(1, 4, 4, 1)),
+            Err(ProducerError::OutOfOrderSequence { .. })
+        ));
+        send(&mut s, &mut leo, hdr(1, 4, 0, 1)).unwrap();
+        let e = s.get(1).unwrap();
+        assert_eq!((e.producer_epoch, e.batches.len()), (4, 1));
+        // The old epoch is fenced, even for what was a duplicate before.
+        let fenced = s.check(&hdr(1, 3, 2, 2)).unwrap_err();
+        assert_eq!(
+            fenced,
+            ProducerError::InvalidProducerEpoch {
+                producer_id: 1,
+                producer_epoch: 3,
+                current_epoch: 4
+            }
+        );
+        assert_eq!(fenced.kafka_code(), 47);
+        // Other producers are independent.
+        send(&mut s, &mut leo, hdr(2, 0, 0, 1)).unwrap();
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+        assert_eq!(increment_sequence(5, 3), 8);
+        assert!(in_sequence(i32::MAX, 0));
+        assert!(!in_sequence(i32::MAX, 1));
+        // A producer whose state says last_seq = i32::MAX - 2 (sent through a follower).
+        let mut s = ProducerStateManager::new(0);
+        s.update(&BatchHeader {
+            base_offset: 0,
+            ..hdr(9, 0, i32::MAX - 4, 3)
+        });
+        assert_eq!(s.get(9).unwrap().last_seq(), Some(i32::MAX - 2));
+        let mut leo = 3;
+        // Batch crossing the wrap: MAX-1, MAX, 0, 1.
+        send(&mut s, &mut leo, hdr(9, 0, i32::MAX - 1, 4)).unwrap();
+        assert_eq!(s.get(9).unwrap().last_seq(), Some(1));
+        assert!(matches!(
+            s.check(&hdr(9, 0, i32::MAX - 1, 4)),
+            Ok(CheckOutcome::Duplicate {
+                base_offset: 3,
+                last_offset: 6,
+                ..
+            })
+        ));
+        send(&mut s, &mut leo, hdr(9, 0, 2, 1)).unwrap();
+        assert!(s.check(&hdr(9, 0, 0, 1)).is_err());
+    }
+
+    #[test]
+    fn multi_batch_requests_are_checked_in_order() {
+        let s = ProducerStateManager::new(0);
+        let a = hdr(1, 0, 0, 2);
+        let b = hdr(1, 0, 2, 2);
+        let c = hdr(1, 0, 5, 1);
+        assert_eq!(s.check_batches([&a, &b]), Ok(CheckOutcome::Append));
+        assert!(s.check_batches([&a, &c]).is_err());
+        assert!(s.check_batches([&b]).is_err());
+    }
+
+    #[test]
+    fn truncation_expiry_and_snapshots() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        send(&mut s, &mut leo, hdr(1, 0, 0, 2)).unwrap(); // 0..=1
+        send(&mut s, &mut leo, hdr(2, 0, 0, 2)).unwrap(); // 2..=3
+        let mut late = hdr(3, 0, 0, 1);
+        late.max_timestamp = 5_000;
+        send(&mut s, &mut leo, late).unwrap(); // 4
+        let bytes = s.to_snapshot_bytes();
+        assert_eq!(
+            ProducerStateManager::from_snapshot_bytes(&bytes),
+            Ok(s.clone())
+        );
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                ProducerStateManager::from_snapshot_bytes(&bad).is_err(),
+                "byte {i}"
+            );
+        }
+        assert!(ProducerStateManager::from_snapshot_bytes(&bytes[..bytes.len() - 1]).is_err());
+
+        let mut t = s.clone();
+        assert!(t.truncate_to(5));
+        assert!(!t.truncate_to(3));
+        assert_eq!(t.producers().map(|(id, _)| id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(t.map_end_offset(), 3);
+
+        let mut e = s.clone();
+        assert_eq!(
+            e.remove_expired(
+                1_000 + DEFAULT_PRODUCER_ID_EXPIRATION_MS - 1,
+                DEFAULT_PRODUCER_ID_EXPIRATION_MS
+            ),
+            0
+        );
+        assert_eq!(
+            e.remove_expired(
+                1_000 + DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+                DEFAULT_PRODUCER_ID_EXPIRATION_MS
+            ),
+            2
+        );
+        assert_eq!(e.get(3).map(|e| e.last_timestamp), Some(5_000));
+    }
+}
