@@ -102,11 +102,9 @@ async fn three_voters_survive_the_loss_of_the_controller() {
     brokers[killed].kill9();
     let survivor = (killed + 1) % brokers.len();
     let failover = create_topic(&brokers[survivor], "after-failover").await;
+    // No speed assert: `create_topic` fails the test after TIMEOUT; the figure is printed
+    // (and measured over many kills by `measure_controller_failover`).
     eprintln!("controller {leader} killed; topic creation worked again after {failover:?}");
-    assert!(
-        failover < Duration::from_secs(15),
-        "failover took {failover:?}"
-    );
 
     let restarted = &mut brokers[killed];
     tokio::task::block_in_place(|| restarted.start_again());
@@ -130,4 +128,61 @@ async fn three_voters_survive_the_loss_of_the_controller() {
         let broker_topics = tokio::task::block_in_place(|| topics(broker));
         assert_eq!(broker_topics, expected, "node at {}", broker.bootstrap());
     }
+}
+
+/// Controller failover as an admin client sees it: the metadata quorum's leader is
+/// SIGKILLed `FAILOVER_RUNS` times (default 10); each time, the time from the kill until a
+/// CreateTopics through a surviving node succeeds. The killed node restarts and catches up
+/// between runs. A measurement, not a check: `cargo test -p cairn --test quorum --
+/// --ignored --nocapture measure_controller_failover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly"]
+async fn measure_controller_failover() {
+    let runs: usize = std::env::var("FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut brokers = tokio::task::spawn_blocking(|| BrokerProcess::start_quorum(3))
+        .await
+        .unwrap();
+    create_topic(&brokers[0], "warm-up").await;
+    let mut times = Vec::new();
+    let mut creations = Vec::new();
+    for run in 1..=runs {
+        let leader = loop {
+            match status(&brokers[0]).await {
+                Some((leader, _)) if leader != 0 => break leader as usize,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let killed = leader - 1;
+        brokers[killed].kill9();
+        let survivor = (killed + 1) % brokers.len();
+        let took = create_topic(&brokers[survivor], &format!("after-kill-{run}")).await;
+        eprintln!(
+            "run {run}: controller {leader} killed; topic creation worked again after {took:?}"
+        );
+        times.push(took);
+        let restarted = &mut brokers[killed];
+        tokio::task::block_in_place(|| restarted.start_again());
+        let target = status(&brokers[survivor]).await.expect("survivor status").1;
+        loop {
+            match status(&brokers[killed]).await {
+                Some((_, applied)) if applied >= target => break,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        creations.push(create_topic(&brokers[killed], &format!("steady-{run}")).await);
+    }
+    times.sort();
+    creations.sort();
+    eprintln!(
+        "controller failover over {runs} SIGKILLs: median {:?}, max {:?}, all {times:?}; \
+         topic creation on a healthy 3-voter quorum: median {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1],
+        creations[creations.len() / 2]
+    );
 }

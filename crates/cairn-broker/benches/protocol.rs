@@ -52,8 +52,7 @@ fn produce_frame(records: Bytes) -> Bytes {
 }
 
 fn fetch_response(records: Bytes) -> ResponseKind {
-    ResponseKind::Fetch(
-        FetchResponse::default().with_responses(vec![
+    ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
             FetchableTopicResponse::default()
                 .with_topic(TopicName(StrBytes::from_static_str("bench")))
                 .with_partitions(vec![
@@ -62,8 +61,7 @@ fn fetch_response(records: Bytes) -> ResponseKind {
                         .with_high_watermark(1_000_000)
                         .with_records(Some(records)),
                 ]),
-        ]),
-    )
+        ]))
 }
 
 fn protocol(c: &mut Criterion) {

@@ -86,17 +86,21 @@ impl MetadataManager {
             voters: Default::default(),
             controller_listen: None,
         };
-        Self::open_quorum(dir, node_id, host, port, &settings)
+        Self::open_quorum(dir, node_id, host, port, &settings, &|_| Vec::new())
     }
 
     /// Like [`MetadataManager::open`], as one voter of the quorum `settings` describes.
     /// Waits (up to [`STARTUP_TIMEOUT_MS`]) for a leader to register this broker.
+    /// `lost` names the partitions this broker should hold but whose logs are gone (see
+    /// [`crate::replica_manager::lost_partitions`]); they are reported at registration so
+    /// that the controller never elects this broker for them before it re-replicates.
     pub fn open_quorum(
         dir: &Path,
         node_id: i32,
         host: &str,
         port: u16,
         settings: &QuorumSettings,
+        lost: &dyn Fn(&ClusterState) -> Vec<(uuid::Uuid, i32)>,
     ) -> Result<MetadataManager, MetadataError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| MetadataError::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -126,13 +130,18 @@ impl MetadataManager {
                         cluster_id: cluster_id.get_or_insert_with(new_cluster_id).clone(),
                     });
                 }
-                match cairn_meta::controller::register_broker(
+                let lost = lost(state);
+                if !lost.is_empty() {
+                    tracing::warn!(partitions = ?lost, "logs of partitions this broker replicates are missing; reporting them lost so that it re-replicates them before it can lead them");
+                }
+                match cairn_meta::controller::register_broker_with_lost(
                     state,
                     node_id,
                     &host,
                     port,
                     None,
                     incarnation,
+                    &lost,
                 ) {
                     Ok(registration) => records.extend(registration),
                     Err(e) => return Some(Err(e)),

@@ -572,8 +572,6 @@ pub struct ReplicaManager {
     node_id: i32,
     data_dir: PathBuf,
     base_config: LogConfig,
-    /// `min.insync.replicas` set broker-wide (`--set`), if any.
-    min_insync_default: Option<i32>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     pub group_committer: GroupCommitter,
     /// One replica fetcher per leader this broker follows.
@@ -593,19 +591,11 @@ impl ReplicaManager {
             node_id,
             data_dir: data_dir.to_owned(),
             base_config,
-            min_insync_default: None,
             partitions: RwLock::new(HashMap::new()),
             group_committer,
             fetchers: Fetchers::new(node_id),
             applied: Mutex::new(0),
         }
-    }
-
-    /// Sets the broker-wide `min.insync.replicas` (otherwise 2 for topics with three or
-    /// more replicas, 1 below).
-    pub fn with_min_insync_default(mut self, min_insync: Option<i32>) -> ReplicaManager {
-        self.min_insync_default = min_insync;
-        self
     }
 
     pub fn node_id(&self) -> i32 {
@@ -623,22 +613,13 @@ impl ReplicaManager {
         Ok(config)
     }
 
-    /// The topic's `min.insync.replicas`: its override, the broker default, or Kafka-on-
-    /// three-brokers' usual 2 when it has three or more replicas (1 below).
+    /// The topic's `min.insync.replicas`, exactly as the controller reads it
+    /// (`cairn_meta::controller::min_insync`): the high watermark is held while the ISR is
+    /// below it, which is what makes the controller's ELR elections safe, so both sides
+    /// must agree. A broker-wide `--set min.insync.replicas` is stored with each topic at
+    /// creation.
     pub fn min_insync_replicas(&self, topic: &TopicInfo) -> i32 {
-        topic
-            .configs
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse().ok())
-            .or(self.min_insync_default)
-            .unwrap_or_else(|| {
-                let rf = topic
-                    .partitions
-                    .first()
-                    .map_or(1, |p| p.replicas.len() as i32);
-                cairn_meta::controller::default_min_insync_replicas(rf)
-            })
-            .max(1)
+        cairn_meta::controller::min_insync(topic)
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -882,6 +863,31 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// Partitions whose log this broker should have but does not: it is in their ISR or ELR
+/// (so the controller could elect it) and their directory is missing or belongs to
+/// another topic id (a replaced or wiped disk). A partition still at leader epoch 0 and
+/// partition epoch 0 is left out: it was just created, and a crash before its directory
+/// was made lost nothing.
+pub fn lost_partitions(data_dir: &Path, node_id: i32, state: &ClusterState) -> Vec<(Uuid, i32)> {
+    let mut lost = Vec::new();
+    for topic in state.topics() {
+        for p in &topic.partitions {
+            let eligible = p.isr.contains(&node_id) || p.elr.contains(&node_id);
+            if !eligible || (p.leader_epoch == 0 && p.partition_epoch == 0) {
+                continue;
+            }
+            let marker = data_dir
+                .join(format!("{}-{}", topic.name, p.partition))
+                .join(PARTITION_METADATA_FILE);
+            let expected = format!("version: 0\ntopic_id: {}\n", topic.topic_id);
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(expected.as_str()) {
+                lost.push((topic.topic_id, p.partition));
+            }
+        }
+    }
+    lost
 }
 
 fn remove_dir_logged(dir: &Path) {

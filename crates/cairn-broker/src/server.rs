@@ -70,21 +70,20 @@ impl Broker {
                 &host,
                 advertised_port,
                 &crate::quorum::QuorumSettings::from_config(&config2),
+                &|state| {
+                    crate::replica_manager::lost_partitions(
+                        &config2.data_dir,
+                        config2.node_id,
+                        state,
+                    )
+                },
             )?;
-            let min_insync = match config2.log_defaults.get("min.insync.replicas") {
-                Some(v) => Some(
-                    v.parse::<i32>()
-                        .with_context(|| format!("min.insync.replicas={v} is not a number"))?,
-                ),
-                None => None,
-            };
             let replicas = ReplicaManager::new(
                 config2.node_id,
                 &config2.data_dir,
                 base_log_config,
                 group_committer,
-            )
-            .with_min_insync_default(min_insync);
+            );
             let started = std::time::Instant::now();
             replicas.apply_metadata(&metadata.state(), crate::now_ms())?;
             tracing::info!(

@@ -9,7 +9,8 @@
 //! fsyncs (group commit), a follower fetches (OffsetForLeaderEpoch truncation first after a
 //! leader change, then Fetch; the response may be lost), time passes and the leader
 //! shrinks its ISR, a broker is SIGKILLed (its logs stay as written, unflushed bytes
-//! included, as after a process crash), the controller fences a silent broker, a killed
+//! included, as after a process crash; or, when another in-sync replica exists, its disk
+//! is replaced and it restarts empty), the controller fences a silent broker, a killed
 //! broker restarts (re-registers with a new incarnation), or a preferred leader election.
 //!
 //! Invariants checked after every step:
@@ -183,13 +184,20 @@ impl Sim {
         self.nodes.get_mut(&id).unwrap().manager = Some(manager);
         self.nodes.get_mut(&id).unwrap().truncated_for = None;
         let incarnation = uuid::Uuid::from_u128(self.rng.next() as u128);
-        let records = controller::register_broker(
+        let lost =
+            cairn_broker::replica_manager::lost_partitions(&self.nodes[&id].dir, id, &self.state);
+        if !lost.is_empty() {
+            self.trace
+                .push(format!("broker {id} reports lost logs {lost:?}"));
+        }
+        let records = controller::register_broker_with_lost(
             &self.state,
             id,
             "127.0.0.1",
             9000 + id as u16,
             None,
             incarnation,
+            &lost,
         )
         .unwrap();
         if records.is_empty() {
@@ -245,6 +253,15 @@ impl Sim {
                     let victim = live[self.rng.below(live.len() as u64) as usize];
                     self.trace.push(format!("kill -9 broker {victim}"));
                     self.nodes.get_mut(&victim).unwrap().manager = None;
+                    // Sometimes its disk is replaced too: it comes back empty. Only when
+                    // another in-sync replica exists — losing every in-sync copy is
+                    // beyond what replication can survive.
+                    let others_in_sync = record.isr.iter().any(|r| *r != victim);
+                    if others_in_sync && self.rng.chance(30) {
+                        self.trace.push(format!("broker {victim} loses its disk"));
+                        let dir = self.nodes[&victim].dir.join(format!("{TOPIC}-0"));
+                        std::fs::remove_dir_all(dir).unwrap();
+                    }
                 }
             }
             89..=92 => {

@@ -112,14 +112,13 @@ pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRe
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-/// The active controller (the metadata quorum's leader), this broker if none is known.
+/// The `controller_id` clients are told: this broker. As in Kafka's KRaft mode, the
+/// active controller (the metadata quorum's leader) is not a client endpoint: every
+/// broker takes admin requests and forwards their metadata changes to it. Naming the
+/// quorum leader made librdkafka wait for it after it died ("Timed out waiting for
+/// controller") instead of asking a live broker.
 pub fn controller_id(broker: &crate::server::Broker) -> i32 {
-    broker
-        .metadata
-        .quorum()
-        .status()
-        .leader_id
-        .map_or(broker.config.node_id, |id| id as i32)
+    broker.config.node_id
 }
 
 fn error_topic(

@@ -154,14 +154,22 @@ pub async fn alter_topic_configs(
                 .keys()
                 .filter(|k| !next.contains_key(*k))
                 .map(|k| (k.clone(), None));
-            Ok(set
+            let mut records: Vec<MetadataRecord> = set
                 .chain(removed)
                 .map(|(key, value)| MetadataRecord::TopicConfig {
                     topic_id: topic.topic_id,
                     key,
                     value,
                 })
-                .collect())
+                .collect();
+            // A lower min.insync.replicas lets high watermarks move again: replicas kept
+            // eligible (ELR) while they could not are stale from then on.
+            records.extend(cairn_meta::controller::clear_stale_elr(
+                state,
+                topic.topic_id,
+                &next,
+            ));
+            Ok(records)
         };
         let state = match b.metadata.propose(decide) {
             Ok(Ok(state)) => state,
