@@ -256,6 +256,27 @@ pub fn default_replication_factor(state: &ClusterState) -> i32 {
     i32::try_from(unfenced).unwrap_or(i32::MAX).clamp(1, 3)
 }
 
+/// Producer ids a broker takes from the controller at a time (Kafka's
+/// `AllocateProducerIds` hands out 1000).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The record that gives `broker_id` the next block of [`PRODUCER_ID_BLOCK_SIZE`]
+/// producer ids (KIP-730). Refused for a broker that is not registered or is fenced.
+pub fn allocate_producer_ids(
+    state: &ClusterState,
+    broker_id: i32,
+) -> Result<Vec<MetadataRecord>, ReplicationError> {
+    match state.broker(broker_id) {
+        None => Err(ReplicationError::UnknownBroker { broker_id }),
+        Some(b) if b.fenced => Err(ReplicationError::IneligibleReplica { broker_id }),
+        Some(_) => Ok(vec![MetadataRecord::ProducerIds {
+            broker_id,
+            first_id: state.next_producer_id(),
+            size: PRODUCER_ID_BLOCK_SIZE,
+        }]),
+    }
+}
+
 /// The `min.insync.replicas` that goes with replication factor `replication_factor`: 2
 /// from 3 replicas up (one replica may be down while `acks=all` writes still reach two),
 /// 1 below (a partition with one or two replicas could not take writes with one down).
@@ -864,6 +885,27 @@ mod tests {
             });
         }
         s
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut s = cluster(2);
+        let mut blocks = Vec::new();
+        for broker in [1, 2, 1] {
+            for r in allocate_producer_ids(&s, broker).unwrap() {
+                if let MetadataRecord::ProducerIds { first_id, size, .. } = r {
+                    blocks.push((first_id, size));
+                }
+                s.apply(&r);
+            }
+        }
+        assert_eq!(blocks, vec![(0, 1000), (1000, 1000), (2000, 1000)]);
+        assert_eq!(s.next_producer_id(), 3000);
+        assert!(allocate_producer_ids(&s, 9).is_err());
+        // Survives a JSON round trip (snapshots).
+        let json = serde_json::to_string(&s).unwrap();
+        let back: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.next_producer_id(), 3000);
     }
 
     #[test]

@@ -79,6 +79,15 @@ pub enum MetadataRecord {
     FenceBroker { broker_id: i32 },
     /// A fenced broker is back: it may lead and join ISRs again.
     UnfenceBroker { broker_id: i32 },
+    /// Producer ids `first_id .. first_id + size` now belong to `broker_id`, which hands
+    /// them out to idempotent and transactional producers (InitProducerId). Kafka's
+    /// `ProducerIdsRecord` (KIP-730): ids are never reused, across restarts and controller
+    /// changes, because the next block always starts after the last one committed.
+    ProducerIds {
+        broker_id: i32,
+        first_id: i64,
+        size: i64,
+    },
 }
 
 /// A partition's placement and leadership, as created or changed.

@@ -45,9 +45,18 @@ pub struct ClusterState {
     topics: BTreeMap<String, TopicInfo>,
     names_by_id: HashMap<Uuid, String>,
     applied_records: u64,
+    /// The first producer id not yet handed to any broker. Absent in snapshots written
+    /// before producer ids existed: 0.
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 impl ClusterState {
+    /// The first producer id no broker has been given yet.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
     /// The cluster id, once `InitCluster` has been applied.
     pub fn cluster_id(&self) -> Option<&str> {
         self.cluster_id.as_deref()
@@ -250,6 +259,21 @@ impl ClusterState {
             }
             MetadataRecord::UnfenceBroker { broker_id } => {
                 self.broker_mut(*broker_id).fenced = false;
+            }
+            MetadataRecord::ProducerIds {
+                broker_id,
+                first_id,
+                size,
+            } => {
+                self.broker_mut(*broker_id);
+                assert_eq!(
+                    *first_id, self.next_producer_id,
+                    "producer id block does not start where the last one ended"
+                );
+                assert!(*size > 0, "empty producer id block");
+                self.next_producer_id = first_id
+                    .checked_add(*size)
+                    .expect("producer ids exhausted");
             }
         }
         self.applied_records += 1;
