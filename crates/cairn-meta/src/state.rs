@@ -271,9 +271,8 @@ impl ClusterState {
                     "producer id block does not start where the last one ended"
                 );
                 assert!(*size > 0, "empty producer id block");
-                self.next_producer_id = first_id
-                    .checked_add(*size)
-                    .expect("producer ids exhausted");
+                self.next_producer_id =
+                    first_id.checked_add(*size).expect("producer ids exhausted");
             }
         }
         self.applied_records += 1;
