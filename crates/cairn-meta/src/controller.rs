@@ -57,6 +57,23 @@
 //!   `replicas[0]` where it is unfenced and in the ISR, and elects a leader for offline
 //!   partitions that have an unfenced ISR or ELR member.
 //!
+//! ## Reassignment (KIP-455)
+//! [`alter_partition_reassignment`] starts, replaces or cancels moving a partition to
+//! *target* replicas; [`complete_reassignments`] finishes the ones that may finish. Both
+//! emit [`MetadataRecord::PartitionReassignment`]s, which replace the whole partition:
+//! - While in progress, `replicas` is the target followed by the original replicas not in
+//!   it; `adding_replicas` = target − original, `removing_replicas` = original − target.
+//!   New replicas copy the leader's log as followers; the leader adds them to the ISR
+//!   through [`alter_partition`] once caught up.
+//! - It completes once every adding replica is in the ISR: replicas = target, ISR ∩
+//!   target, ELR ∩ target; where the leader is removed, the first unfenced in-sync target
+//!   replica leads (a clean election). It never leaves a partition without an in-sync
+//!   replica, or without a leader while it has one: it waits instead.
+//! - Cancelling returns to the original replicas (adding replicas leave the ISR and ELR),
+//!   under the same rule.
+//! - The topic's replication factor (for its default `min.insync.replicas`) is partition
+//!   0's original replica count while a reassignment is in progress.
+//!
 //! Every function returns records that apply, in order, to the state it was given.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,6 +258,8 @@ fn assign(
             leader_epoch: 0,
             partition_epoch: 0,
             elr: Vec::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
     }
     Ok(out)
@@ -337,7 +356,7 @@ pub fn create_partitions(
             ),
         });
     }
-    let replication_factor = topic.partitions[0].replicas.len() as i32;
+    let replication_factor = replication_factor(topic);
     let partitions = assign(
         state,
         current,
@@ -393,8 +412,19 @@ fn min_insync_of(configs: &BTreeMap<String, String>, replication_factor: i32) ->
 /// high watermark while its ISR has fewer members than this, or ELR members could miss
 /// committed records: brokers must use this same value.
 pub fn min_insync(topic: &TopicInfo) -> i32 {
-    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len()) as i32;
-    min_insync_of(&topic.configs, replication_factor)
+    min_insync_of(&topic.configs, replication_factor(topic))
+}
+
+/// A topic's replication factor: the replica count of its first partition, without the
+/// replicas a reassignment in progress adds (so that starting or cancelling a
+/// reassignment leaves the topic's default `min.insync.replicas` as it is; completing one
+/// that changes partition 0's replica count may change it, see
+/// [`complete_reassignments`]).
+pub fn replication_factor(topic: &TopicInfo) -> i32 {
+    topic
+        .partitions
+        .first()
+        .map_or(1, |p| p.replicas.len() - p.adding_replicas.len()) as i32
 }
 
 /// The first broker in `replicas` order that is in `among` and `eligible`, else
@@ -726,8 +756,7 @@ pub fn clear_stale_elr(
     let Some(topic) = state.topic_by_id(topic_id) else {
         return Vec::new();
     };
-    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len()) as i32;
-    let min = min_insync_of(new_configs, replication_factor);
+    let min = min_insync_of(new_configs, replication_factor(topic));
     topic
         .partitions
         .iter()
@@ -869,6 +898,331 @@ pub fn elect_preferred_leaders(
         .collect())
 }
 
+/// Why the controller refused a partition reassignment (AlterPartitionReassignments).
+/// Separate from [`ControllerError`] and [`ReplicationError`] so that code matching those
+/// exhaustively keeps compiling. The Kafka error code each maps to is named on the variant.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReassignmentError {
+    /// Kafka: UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("no topic has id {topic_id}")]
+    UnknownTopicId { topic_id: Uuid },
+    /// Kafka: UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("topic '{topic}' has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    /// Kafka: INVALID_REPLICA_ASSIGNMENT. The target is empty, repeats a broker, names a
+    /// broker that is not registered, or adds a fenced one.
+    #[error("invalid replica assignment {replicas:?}: {reason}")]
+    InvalidReplicas { replicas: Vec<i32>, reason: String },
+    /// Kafka: NO_REASSIGNMENT_IN_PROGRESS (a cancellation when none is in progress).
+    #[error("no reassignment of {topic}-{partition} is in progress")]
+    NoReassignmentInProgress { topic: String, partition: i32 },
+    /// Kafka: INVALID_REPLICA_ASSIGNMENT. Moving to `replicas` now would leave the
+    /// partition without an in-sync replica, or without a leader while it has one.
+    #[error("{topic}-{partition} cannot move to replicas {replicas:?} now: {reason}")]
+    WouldLoseLeadership {
+        topic: String,
+        partition: i32,
+        replicas: Vec<i32>,
+        reason: String,
+    },
+}
+
+/// Partition `p` of `topic` placed on `replicas` (with reassignment state `adding` and
+/// `removing`): the ISR and ELR keep only members among `replicas`; the leader stays if
+/// it is among them, else the first unfenced member of the new ISR in replica order leads
+/// (a clean election, with the leader epoch bumped). The ELR is put in replica order and
+/// cleared when the new ISR reaches `min.insync.replicas` (as the topic will have it).
+/// The partition epoch grows by one. Refused (with the reason) when that would leave no
+/// in-sync replica where there was one, or no leader where there was one.
+fn place(
+    state: &ClusterState,
+    topic: &TopicInfo,
+    p: &PartitionRecord,
+    replicas: Vec<i32>,
+    adding: Vec<i32>,
+    removing: Vec<i32>,
+) -> Result<PartitionRecord, String> {
+    let isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| replicas.contains(r))
+        .collect();
+    if isr.is_empty() && !p.isr.is_empty() {
+        return Err(format!(
+            "none of the in-sync replicas {:?} would remain",
+            p.isr
+        ));
+    }
+    let leader = if p.leader != NO_LEADER && replicas.contains(&p.leader) {
+        p.leader
+    } else {
+        elect(&replicas, &isr, |r| !state.is_fenced(r))
+    };
+    if leader == NO_LEADER && p.leader != NO_LEADER {
+        return Err(format!(
+            "no unfenced in-sync replica would remain to lead (in-sync among them: {isr:?})"
+        ));
+    }
+    let replication_factor = if p.partition == 0 {
+        (replicas.len() - adding.len()) as i32
+    } else {
+        replication_factor(topic)
+    };
+    let elr = if isr.len() as i32 >= min_insync_of(&topic.configs, replication_factor) {
+        Vec::new()
+    } else {
+        replicas
+            .iter()
+            .copied()
+            .filter(|r| p.elr.contains(r) && !isr.contains(r))
+            .collect()
+    };
+    Ok(PartitionRecord {
+        partition: p.partition,
+        leader,
+        leader_epoch: p.leader_epoch + i32::from(leader != p.leader),
+        partition_epoch: p.partition_epoch + 1,
+        replicas,
+        isr,
+        elr,
+        adding_replicas: adding,
+        removing_replicas: removing,
+    })
+}
+
+/// The completed form of `p`'s reassignment, if it may complete: one is in progress,
+/// every adding replica is in the ISR, and [`place`] on the target replicas succeeds (an
+/// in-sync replica remains, and a leader if there is one now).
+fn completed(
+    state: &ClusterState,
+    topic: &TopicInfo,
+    p: &PartitionRecord,
+) -> Option<PartitionRecord> {
+    if !p.is_reassigning() || !p.adding_replicas.iter().all(|r| p.isr.contains(r)) {
+        return None;
+    }
+    place(state, topic, p, p.target_replicas(), Vec::new(), Vec::new()).ok()
+}
+
+/// The records that take partition `old` of `topic` to `new`: a `PartitionReassignment`,
+/// and where `new` changes partition 0's replica count so that the topic's
+/// `min.insync.replicas` (a default that follows the replication factor) falls to or below
+/// other partitions' ISR sizes, the `PartitionChange`s that clear their ELRs (as
+/// [`clear_stale_elr`]). Nothing if `new` is `old` but for its epochs.
+fn reassignment_records(
+    topic: &TopicInfo,
+    old: &PartitionRecord,
+    new: PartitionRecord,
+) -> Vec<MetadataRecord> {
+    let unchanged = old.replicas == new.replicas
+        && old.isr == new.isr
+        && old.elr == new.elr
+        && old.leader == new.leader
+        && old.adding_replicas == new.adding_replicas
+        && old.removing_replicas == new.removing_replicas;
+    if unchanged {
+        return Vec::new();
+    }
+    let min_after = if new.partition == 0 {
+        min_insync_of(
+            &topic.configs,
+            (new.replicas.len() - new.adding_replicas.len()) as i32,
+        )
+    } else {
+        min_insync(topic)
+    };
+    let mut records = vec![MetadataRecord::PartitionReassignment {
+        topic_id: topic.topic_id,
+        partition: new,
+    }];
+    if min_after < min_insync(topic) {
+        records.extend(
+            topic
+                .partitions
+                .iter()
+                .filter(|q| q.partition != old.partition)
+                .filter(|q| !q.elr.is_empty() && q.isr.len() as i32 >= min_after)
+                .filter_map(|q| {
+                    change(
+                        topic,
+                        q,
+                        Next {
+                            elr: Vec::new(),
+                            ..Next::unchanged(q)
+                        },
+                    )
+                }),
+        );
+    }
+    records
+}
+
+/// The records that start, replace or cancel a reassignment of partition `partition` of
+/// topic `topic_id` (AlterPartitionReassignments, KIP-455).
+///
+/// - `Some(target)`: the partition moves to `target` (validated: non-empty, no broker
+///   twice, every broker registered, brokers that do not host it yet unfenced; else
+///   [`ReassignmentError::InvalidReplicas`]). The *original* replicas are the current
+///   ones, or those before the reassignment in progress, which `target` replaces. While in
+///   progress the replicas are `target` followed by the original ones not in it, the
+///   adding replicas `target` minus the original ones, the removing replicas the original
+///   ones minus `target`; replicas of a replaced reassignment that are in neither leave at
+///   once. The ISR and ELR keep only replicas; a leader no longer among them is replaced by
+///   the first unfenced in-sync one (leader epoch bumped). A reassignment that adds no
+///   replica (a shrink, or a new replica order) completes at once when it can (see
+///   [`complete_reassignments`]). A target equal to the replicas with nothing in
+///   progress gives no record.
+/// - `None`: cancels the reassignment in progress
+///   ([`ReassignmentError::NoReassignmentInProgress`] if there is none): the replicas go
+///   back to the original ones (in their current order), dropping the adding replicas
+///   from the ISR and ELR.
+///
+/// Refused with [`ReassignmentError::WouldLoseLeadership`] when the move would leave the
+/// partition without an in-sync replica, or without a leader while it has one. Every
+/// record bumps the partition epoch.
+pub fn alter_partition_reassignment(
+    state: &ClusterState,
+    topic_id: Uuid,
+    partition: i32,
+    target: Option<Vec<i32>>,
+) -> Result<Vec<MetadataRecord>, ReassignmentError> {
+    let topic = state
+        .topic_by_id(topic_id)
+        .ok_or(ReassignmentError::UnknownTopicId { topic_id })?;
+    let p = usize::try_from(partition)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or_else(|| ReassignmentError::UnknownPartition {
+            topic: topic.name.clone(),
+            partition,
+        })?;
+    let original = p.original_replicas();
+    let refused = |replicas: &[i32], reason: String| ReassignmentError::WouldLoseLeadership {
+        topic: topic.name.clone(),
+        partition,
+        replicas: replicas.to_vec(),
+        reason,
+    };
+    let next = match target {
+        None => {
+            if !p.is_reassigning() {
+                return Err(ReassignmentError::NoReassignmentInProgress {
+                    topic: topic.name.clone(),
+                    partition,
+                });
+            }
+            place(state, topic, p, original.clone(), Vec::new(), Vec::new())
+                .map_err(|reason| refused(&original, reason))?
+        }
+        Some(target) => {
+            validate_target(state, p, &target)?;
+            let replicas: Vec<i32> = target
+                .iter()
+                .copied()
+                .chain(original.iter().copied().filter(|r| !target.contains(r)))
+                .collect();
+            let adding = target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect();
+            let removing = original
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+            let moving = place(state, topic, p, replicas, adding, removing)
+                .map_err(|reason| refused(&target, reason))?;
+            match completed(state, topic, &moving) {
+                // One record straight from `p` to the completed form: epochs from `p`.
+                Some(done) => PartitionRecord {
+                    leader_epoch: p.leader_epoch + i32::from(done.leader != p.leader),
+                    partition_epoch: p.partition_epoch + 1,
+                    ..done
+                },
+                None => moving,
+            }
+        }
+    };
+    Ok(reassignment_records(topic, p, next))
+}
+
+/// Checks a reassignment target of partition `p` (see [`alter_partition_reassignment`]).
+fn validate_target(
+    state: &ClusterState,
+    p: &PartitionRecord,
+    target: &[i32],
+) -> Result<(), ReassignmentError> {
+    let invalid = |reason: String| {
+        Err(ReassignmentError::InvalidReplicas {
+            replicas: target.to_vec(),
+            reason,
+        })
+    };
+    if target.is_empty() {
+        return invalid("it is empty".into());
+    }
+    let mut seen = BTreeSet::new();
+    for &r in target {
+        if !seen.insert(r) {
+            return invalid(format!("it names broker {r} twice"));
+        }
+        match state.broker(r) {
+            None => return invalid(format!("broker {r} is not registered")),
+            Some(b) if b.fenced && !p.replicas.contains(&r) => {
+                return invalid(format!(
+                    "broker {r} is fenced and may not receive new replicas"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The records that complete every reassignment that may complete (run by the active
+/// controller at every check; nothing when none is in progress, without cloning the
+/// state). A reassignment completes once every adding replica is in the ISR: the replicas
+/// become the target, the ISR and ELR keep only target replicas, the adding and removing
+/// replicas are cleared; where the leader is being removed, the first unfenced in-sync
+/// target replica leads (leader epoch bumped). It waits while that would leave no in-sync
+/// replica, or no leader where there is one (for instance while every in-sync target
+/// replica is fenced). Records apply in order; a completion that changes partition 0's
+/// replica count comes with the ELR clears of [`reassignment_records`].
+pub fn complete_reassignments(state: &ClusterState) -> Vec<MetadataRecord> {
+    let ready: Vec<(Uuid, usize)> = all_partitions(state)
+        .filter(|(t, p)| completed(state, t, p).is_some())
+        .map(|(t, p)| (t.topic_id, p.partition as usize))
+        .collect();
+    if ready.is_empty() {
+        return Vec::new();
+    }
+    let mut working = state.clone();
+    let mut records = Vec::new();
+    for (topic_id, index) in ready {
+        let topic = working.topic_by_id(topic_id).expect("listed above");
+        let p = &topic.partitions[index];
+        let Some(done) = completed(&working, topic, p) else {
+            continue;
+        };
+        let batch = reassignment_records(topic, p, done);
+        for r in &batch {
+            working.apply(r);
+        }
+        records.extend(batch);
+    }
+    records
+}
+
+/// Partitions with a reassignment in progress, in topic name and partition order: (topic,
+/// partition).
+pub fn reassignments_in_progress(
+    state: &ClusterState,
+) -> impl Iterator<Item = (&TopicInfo, &PartitionRecord)> {
+    all_partitions(state).filter(|(_, p)| p.is_reassigning())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -993,6 +1347,8 @@ mod tests {
                 leader_epoch: 0,
                 partition_epoch: 0,
                 elr: vec![],
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             }],
             configs: BTreeMap::new(),
         });
@@ -1487,6 +1843,8 @@ mod tests {
                 leader_epoch: 3,
                 partition_epoch: 5,
                 elr: vec![3],
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             }],
             configs: BTreeMap::new(),
         });
@@ -1659,5 +2017,238 @@ mod tests {
         )
         .unwrap();
         assert!(p.elr.is_empty());
+    }
+
+    /// (replicas, adding, removing, leader, isr) of partition t-0.
+    fn placement(s: &ClusterState) -> (Vec<i32>, Vec<i32>, Vec<i32>, i32, Vec<i32>) {
+        let p = p0(s);
+        (
+            p.replicas.clone(),
+            p.adding_replicas.clone(),
+            p.removing_replicas.clone(),
+            p.leader,
+            p.isr.clone(),
+        )
+    }
+
+    fn reassign(s: &mut ClusterState, target: Option<Vec<i32>>) {
+        let id = p0_id(s);
+        run(s, |s| alter_partition_reassignment(s, id, 0, target));
+    }
+
+    #[test]
+    fn a_reassignment_adds_then_completes_once_the_new_replicas_are_in_sync() {
+        let (mut s, id) = with_partition(3, &[1, 2]);
+        reassign(&mut s, Some(vec![2, 3]));
+        assert_eq!(
+            placement(&s),
+            (vec![2, 3, 1], vec![3], vec![1], 1, vec![1, 2])
+        );
+        assert_eq!((summary(&s).2, summary(&s).3), (0, 1), "epochs");
+        assert_eq!(complete_reassignments(&s), vec![], "3 is not in sync yet");
+        // A replica being added is a follower like any other: the leader adds it.
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 1, 0, 1, vec![1, 2, 3])
+        });
+        let recs = complete_reassignments(&s);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        apply(&mut s, &recs);
+        assert_eq!(placement(&s), (vec![2, 3], vec![], vec![], 2, vec![2, 3]));
+        assert_eq!(
+            (summary(&s).2, summary(&s).3),
+            (1, 3),
+            "leader moved: epoch bumped"
+        );
+        assert_eq!(complete_reassignments(&s), vec![]);
+        assert_eq!(reassignments_in_progress(&s).count(), 0);
+    }
+
+    #[test]
+    fn cancelling_returns_to_the_original_replicas() {
+        let (mut s, id) = with_partition(3, &[1, 2]);
+        assert_eq!(
+            alter_partition_reassignment(&s, id, 0, None),
+            Err(ReassignmentError::NoReassignmentInProgress {
+                topic: "t".into(),
+                partition: 0
+            })
+        );
+        reassign(&mut s, Some(vec![3, 2]));
+        assert_eq!(
+            placement(&s),
+            (vec![3, 2, 1], vec![3], vec![1], 1, vec![1, 2])
+        );
+        // 3 caught up and even leads, then the reassignment is cancelled.
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 1, 0, 1, vec![1, 2, 3])
+        });
+        run(&mut s, elect_preferred_leaders);
+        assert_eq!(placement(&s).3, 3);
+        reassign(&mut s, None);
+        assert_eq!(placement(&s), (vec![2, 1], vec![], vec![], 2, vec![1, 2]));
+        assert!(alter_partition_reassignment(&s, id, 0, None).is_err());
+    }
+
+    #[test]
+    fn a_new_target_replaces_the_reassignment_in_progress() {
+        let (mut s, _) = with_partition(4, &[1, 2]);
+        reassign(&mut s, Some(vec![3, 4]));
+        assert_eq!(
+            placement(&s),
+            (vec![3, 4, 1, 2], vec![3, 4], vec![1, 2], 1, vec![1, 2])
+        );
+        // 4 is dropped at once; the original replicas are still 1 and 2.
+        reassign(&mut s, Some(vec![1, 3]));
+        assert_eq!(
+            placement(&s),
+            (vec![1, 3, 2], vec![3], vec![2], 1, vec![1, 2])
+        );
+    }
+
+    #[test]
+    fn a_shrink_or_reorder_completes_at_once() {
+        let (mut s, _) = with_partition(3, &[1, 2, 3]);
+        let recs = alter_partition_reassignment(&s, p0_id(&s), 0, Some(vec![2, 1])).unwrap();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        apply(&mut s, &recs);
+        assert_eq!(placement(&s), (vec![2, 1], vec![], vec![], 1, vec![1, 2]));
+        assert_eq!(summary(&s).3, 1, "one partition epoch");
+        // The same replicas again: nothing to do.
+        assert_eq!(
+            alter_partition_reassignment(&s, p0_id(&s), 0, Some(vec![2, 1])),
+            Ok(vec![])
+        );
+        reassign(&mut s, Some(vec![1, 2]));
+        assert_eq!(placement(&s), (vec![1, 2], vec![], vec![], 1, vec![1, 2]));
+    }
+
+    #[test]
+    fn reassignment_targets_are_validated() {
+        let (mut s, id) = with_partition(4, &[1, 2]);
+        run(&mut s, |s| fence_broker(s, 4));
+        for (target, why) in [
+            (vec![], "it is empty"),
+            (vec![1, 1], "twice"),
+            (vec![1, 9], "not registered"),
+            (vec![1, -1], "not registered"),
+            (vec![1, 4], "fenced"),
+        ] {
+            match alter_partition_reassignment(&s, id, 0, Some(target.clone())) {
+                Err(e @ ReassignmentError::InvalidReplicas { .. }) => {
+                    assert!(e.to_string().contains(why), "{target:?}: {e}")
+                }
+                other => panic!("{target:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            alter_partition_reassignment(&s, id, 1, Some(vec![1])),
+            Err(ReassignmentError::UnknownPartition { .. })
+        ));
+        assert!(matches!(
+            alter_partition_reassignment(&s, Uuid::from_u128(9), 0, Some(vec![1])),
+            Err(ReassignmentError::UnknownTopicId { .. })
+        ));
+    }
+
+    #[test]
+    fn a_reassignment_never_leaves_a_partition_without_an_in_sync_leader() {
+        // Shrinking to a replica outside the ISR waits until it is back in sync.
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        run(&mut s, |s| alter_partition(s, id, 0, 1, 0, 0, vec![1, 2]));
+        reassign(&mut s, Some(vec![3]));
+        assert_eq!(
+            placement(&s),
+            (vec![3, 1, 2], vec![], vec![1, 2], 1, vec![1, 2])
+        );
+        assert_eq!(complete_reassignments(&s), vec![]);
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 1, 0, 2, vec![1, 2, 3])
+        });
+        let recs = complete_reassignments(&s);
+        apply(&mut s, &recs);
+        assert_eq!(placement(&s), (vec![3], vec![], vec![], 3, vec![3]));
+        // Cancelling when only adding replicas are in sync is refused.
+        let (mut s, id) = with_partition(3, &[1, 2]);
+        reassign(&mut s, Some(vec![1, 3]));
+        run(&mut s, |s| alter_partition(s, id, 0, 1, 0, 1, vec![1, 3]));
+        run(&mut s, |s| fence_broker(s, 1));
+        assert_eq!(placement(&s).3, 3);
+        assert!(matches!(
+            alter_partition_reassignment(&s, id, 0, None),
+            Err(ReassignmentError::WouldLoseLeadership { .. })
+        ));
+        // A move off the leader waits while the in-sync target replicas are fenced.
+        let (mut s, id) = with_partition(3, &[1, 2]);
+        reassign(&mut s, Some(vec![2, 3]));
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 1, 0, 1, vec![1, 2, 3])
+        });
+        run(&mut s, |s| fence_broker(s, 2));
+        run(&mut s, |s| fence_broker(s, 3));
+        assert_eq!(placement(&s).3, 1);
+        assert_eq!(complete_reassignments(&s), vec![]);
+        run(&mut s, |s| unfence_broker(s, 3));
+        // 3 left the ISR when fenced: it must catch up again first.
+        assert_eq!(complete_reassignments(&s), vec![]);
+        let (_, _, le, pe) = summary(&s);
+        run(&mut s, |s| alter_partition(s, id, 0, 1, le, pe, vec![1, 3]));
+        let recs = complete_reassignments(&s);
+        apply(&mut s, &recs);
+        assert_eq!(placement(&s), (vec![2, 3], vec![], vec![], 3, vec![3]));
+    }
+
+    #[test]
+    fn completing_a_replication_factor_change_of_partition_0_keeps_elrs_consistent() {
+        // Partition 0 goes from 3 replicas to 2: the default min.insync.replicas falls from
+        // 2 to 1, so partition 1's ELR (kept while its ISR was below 2) is cleared.
+        let mut s = cluster(3);
+        let id = Uuid::from_u128(42);
+        let p = |i: i32| PartitionRecord {
+            partition: i,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            elr: vec![],
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+        };
+        s.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: vec![p(0), p(1)],
+            configs: BTreeMap::new(),
+        });
+        run(&mut s, |s| fence_broker(s, 3));
+        run(&mut s, |s| fence_broker(s, 2));
+        let p1 = &s.topic("t").unwrap().partitions[1];
+        assert_eq!((p1.isr.clone(), p1.elr.clone()), (vec![1], vec![2]));
+        run(&mut s, |s| unfence_broker(s, 2));
+        let (_, _, le, pe) = summary(&s);
+        run(&mut s, |s| alter_partition(s, id, 0, 1, le, pe, vec![1, 2]));
+        assert_eq!(min_insync(s.topic("t").unwrap()), 2);
+        reassign(&mut s, Some(vec![1, 2]));
+        assert_eq!(min_insync(s.topic("t").unwrap()), 1);
+        assert!(s.topic("t").unwrap().partitions[1].elr.is_empty());
+    }
+
+    #[test]
+    fn reassignment_state_reads_from_old_json_and_is_left_out_when_empty() {
+        let (s, _) = with_partition(3, &[1, 2]);
+        let json = serde_json::to_string(p0(&s)).unwrap();
+        assert!(!json.contains("adding_replicas"), "{json}");
+        let mut p = p0(&s).clone();
+        p.adding_replicas = vec![3];
+        p.replicas.push(3);
+        let record = MetadataRecord::PartitionReassignment {
+            topic_id: Uuid::nil(),
+            partition: p,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&json).unwrap(),
+            record
+        );
     }
 }

@@ -17,6 +17,14 @@
 //!
 //! The controller ([`crate::controller`]) emits a `FenceBroker` or `UnfenceBroker` together
 //! with the `PartitionChange`s it implies, in one batch decided against one state.
+//!
+//! ## Reassignment records (KIP-455; KRaft folds them into `PartitionChangeRecord`)
+//! - [`MetadataRecord::PartitionReassignment`] replaces a partition's whole
+//!   [`PartitionRecord`]: replicas, reassignment state ([`PartitionRecord::adding_replicas`],
+//!   [`PartitionRecord::removing_replicas`]) and leadership, under the same epoch rules as
+//!   `PartitionChange`. It starts, replaces, cancels and completes reassignments; a new
+//!   variant rather than new `PartitionChange` fields, so that logs written before it read
+//!   unchanged and records written without a reassignment stay as they were.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +87,14 @@ pub enum MetadataRecord {
     FenceBroker { broker_id: i32 },
     /// A fenced broker is back: it may lead and join ISRs again.
     UnfenceBroker { broker_id: i32 },
+    /// A partition's replicas change (a reassignment starts, is replaced, is cancelled or
+    /// completes, KIP-455): `partition` is its new placement, reassignment state and
+    /// leadership as a whole. `partition.partition_epoch` is strictly larger than the
+    /// current one; the leader epoch grows when the leader changes.
+    PartitionReassignment {
+        topic_id: Uuid,
+        partition: PartitionRecord,
+    },
     /// Producer ids `first_id .. first_id + size` now belong to `broker_id`, which hands
     /// them out to idempotent and transactional producers (InitProducerId). Kafka's
     /// `ProducerIdsRecord` (KIP-730): ids are never reused, across restarts and controller
@@ -109,4 +125,43 @@ pub struct PartitionRecord {
     /// records and snapshots written before ELRs existed: empty.
     #[serde(default)]
     pub elr: Vec<i32>,
+    /// Replicas a reassignment in progress adds (KIP-455): in `replicas`, not in the
+    /// original replica set. They copy the leader's log and join the ISR like any follower;
+    /// the reassignment completes once all of them are in the ISR. Absent (empty) when no
+    /// reassignment is in progress, and in records written before reassignments existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress removes: in `replicas` (they keep serving until
+    /// it completes), not in its target. Disjoint from `adding_replicas`. The target is
+    /// `replicas` without these, the original replica set `replicas` without
+    /// `adding_replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionRecord {
+    /// Whether a reassignment is in progress (some replica is being added or removed).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (`replicas` without
+    /// `removing_replicas`), in replica order; `replicas` when none is in progress.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas before the reassignment in progress (`replicas` without
+    /// `adding_replicas`), in replica order; `replicas` when none is in progress.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }

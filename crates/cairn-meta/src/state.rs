@@ -149,6 +149,7 @@ impl ClusterState {
                 );
                 for (i, p) in partitions.iter().enumerate() {
                     assert_eq!(p.partition as usize, i, "partitions of {name} out of order");
+                    check_replicas(&format!("CreateTopic {name}-{i}"), p);
                     check_leadership(
                         &format!("CreateTopic {name}-{i}"),
                         &p.replicas,
@@ -174,6 +175,10 @@ impl ClusterState {
             } => {
                 let topic = self.topic_mut(*topic_id);
                 for p in partitions {
+                    check_replicas(
+                        &format!("CreatePartitions {}-{}", topic.name, p.partition),
+                        p,
+                    );
                     check_leadership(
                         &format!("CreatePartitions {}-{}", topic.name, p.partition),
                         &p.replicas,
@@ -224,22 +229,12 @@ impl ClusterState {
                     .unwrap_or_else(|| {
                         panic!("PartitionChange of unknown partition {name}-{partition}")
                     });
-                assert!(
-                    *partition_epoch > p.partition_epoch,
-                    "PartitionChange of {name}-{partition} has partition epoch {partition_epoch}, \
-                     not above the current {}",
-                    p.partition_epoch
-                );
-                assert!(
-                    *leader_epoch >= p.leader_epoch,
-                    "PartitionChange of {name}-{partition} lowers the leader epoch from {} to \
-                     {leader_epoch}",
-                    p.leader_epoch
-                );
-                assert!(
-                    *leader == p.leader || *leader_epoch > p.leader_epoch,
-                    "PartitionChange of {name}-{partition}: new leader {leader} without a new \
-                     leader epoch"
+                check_epochs(
+                    &format!("PartitionChange of {name}-{partition}"),
+                    p,
+                    *leader,
+                    *leader_epoch,
+                    *partition_epoch,
                 );
                 check_leadership(
                     &format!("PartitionChange of {name}-{partition}"),
@@ -253,6 +248,21 @@ impl ClusterState {
                 p.elr = elr.clone();
                 p.leader_epoch = *leader_epoch;
                 p.partition_epoch = *partition_epoch;
+            }
+            MetadataRecord::PartitionReassignment {
+                topic_id,
+                partition: new,
+            } => {
+                let topic = self.topic_mut(*topic_id);
+                let what = format!("PartitionReassignment of {}-{}", topic.name, new.partition);
+                let p = usize::try_from(new.partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get_mut(i))
+                    .unwrap_or_else(|| panic!("{what}: unknown partition"));
+                check_epochs(&what, p, new.leader, new.leader_epoch, new.partition_epoch);
+                check_replicas(&what, new);
+                check_leadership(&what, &new.replicas, new.leader, &new.isr, &new.elr);
+                *p = new.clone();
             }
             MetadataRecord::FenceBroker { broker_id } => {
                 self.broker_mut(*broker_id).fenced = true;
@@ -295,6 +305,65 @@ impl ClusterState {
     }
 }
 
+/// Panics (naming `what`) unless a partition at `current` may move to `leader`,
+/// `leader_epoch` and `partition_epoch`: the partition epoch grows, the leader epoch never
+/// falls, and a new leader comes with a new leader epoch.
+fn check_epochs(
+    what: &str,
+    current: &PartitionRecord,
+    leader: i32,
+    leader_epoch: i32,
+    partition_epoch: i32,
+) {
+    assert!(
+        partition_epoch > current.partition_epoch,
+        "{what} has partition epoch {partition_epoch}, not above the current {}",
+        current.partition_epoch
+    );
+    assert!(
+        leader_epoch >= current.leader_epoch,
+        "{what} lowers the leader epoch from {} to {leader_epoch}",
+        current.leader_epoch
+    );
+    assert!(
+        leader == current.leader || leader_epoch > current.leader_epoch,
+        "{what}: new leader {leader} without a new leader epoch"
+    );
+}
+
+/// Panics (naming `what`) unless `p`'s replicas and reassignment state are legal: the
+/// replicas are non-empty, distinct broker ids (0 or more); the adding and removing
+/// replicas are distinct replicas and share none; a reassignment keeps at least one target
+/// replica.
+fn check_replicas(what: &str, p: &PartitionRecord) {
+    let distinct = |v: &[i32]| v.iter().collect::<std::collections::BTreeSet<_>>().len() == v.len();
+    assert!(
+        !p.replicas.is_empty() && distinct(&p.replicas) && p.replicas.iter().all(|&r| r >= 0),
+        "{what}: replicas {:?} are empty, repeat a broker or name a negative id",
+        p.replicas
+    );
+    assert!(
+        distinct(&p.adding_replicas)
+            && distinct(&p.removing_replicas)
+            && p.adding_replicas
+                .iter()
+                .chain(&p.removing_replicas)
+                .all(|r| p.replicas.contains(r))
+            && p.adding_replicas
+                .iter()
+                .all(|r| !p.removing_replicas.contains(r)),
+        "{what}: adding {:?} and removing {:?} replicas must be distinct replicas of {:?}",
+        p.adding_replicas,
+        p.removing_replicas,
+        p.replicas
+    );
+    assert!(
+        p.removing_replicas.len() < p.replicas.len(),
+        "{what}: every replica of {:?} is being removed",
+        p.replicas
+    );
+}
+
 /// Panics (naming `what`) unless `leader`, `isr` and `elr` are a legal leadership of a
 /// partition on `replicas`: the leader is -1 or in the ISR; the ISR is empty only when the
 /// leader is -1; the ISR and the ELR lie within the replicas and share no broker.
@@ -330,6 +399,8 @@ mod tests {
             leader_epoch: 0,
             partition_epoch: 0,
             elr: vec![],
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         }
     }
 

@@ -1,20 +1,22 @@
 //! Property test of the controller's replication duties: random sequences of fencing,
 //! unfencing, restarts (registration with a new incarnation, some reporting lost partition
 //! logs), AlterPartition proposals (random ISRs, sometimes stale or from the wrong broker),
-//! preferred leader elections, `min.insync.replicas` changes, acknowledged writes and topic
-//! creations over a 3–5 broker cluster. Every step's records are applied (a record that
+//! preferred leader elections, `min.insync.replicas` changes, acknowledged writes, topic
+//! creations and partition reassignments (started, replaced, cancelled, completed) over a
+//! 3–5 broker cluster. Every step's records are applied (a record that
 //! does not apply panics), and the partition invariants are checked after each step.
 //!
 //! A model of *holders* tracks, per partition, the replicas guaranteed to hold every
 //! acknowledged (`acks=all`) record: an acknowledgement is possible only while the ISR has
 //! at least `min.insync.replicas` members and makes the holders exactly the ISR; a restart
 //! that lost the partition's log removes the broker; an AlterPartition that adds a replica to
-//! the ISR adds it (it caught up). No election may ever pick a leader outside the holders:
-//! that would lose acknowledged records.
+//! the ISR adds it (it caught up); a replica a reassignment removes is no holder any more
+//! (its log is deleted), and one it adds holds nothing until it joins the ISR. No election
+//! may ever pick a leader outside the holders: that would lose acknowledged records.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_meta::controller::{self, NO_LEADER, ReplicationError};
+use cairn_meta::controller::{self, NO_LEADER, ReassignmentError, ReplicationError};
 use cairn_meta::{ClusterState, MetadataRecord, PartitionRecord};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -51,6 +53,18 @@ enum Op {
         partition_epoch_lag: i32,
     },
     ElectPreferred,
+    /// AlterPartitionReassignments for one partition: cancel, or move to the brokers whose
+    /// bit is set in `mask` (bit i: broker i + 1; bit 6 an unregistered broker), rotated by
+    /// `rotate`.
+    Reassign {
+        topic: usize,
+        partition: usize,
+        mask: u8,
+        rotate: usize,
+        cancel: bool,
+    },
+    /// The active controller's completion check.
+    CompleteReassignments,
     CreateTopic {
         partitions: i32,
         replication_factor: i32,
@@ -89,6 +103,15 @@ fn op() -> impl Strategy<Value = Op> {
                 }
             ),
         2 => Just(Op::ElectPreferred),
+        4 => (0..8usize, 0..4usize, any::<u8>(), any::<usize>(), prop::bool::weighted(0.2))
+            .prop_map(|(topic, partition, mask, rotate, cancel)| Op::Reassign {
+                topic,
+                partition,
+                mask: mask & 0x7f,
+                rotate,
+                cancel,
+            }),
+        3 => Just(Op::CompleteReassignments),
         1 => (1..4i32, 1..4i32, any::<usize>()).prop_map(|(partitions, replication_factor, start_index)| {
             Op::CreateTopic {
                 partitions,
@@ -224,7 +247,51 @@ fn check(
             );
             continue;
         };
-        assert_eq!(o.replicas, p.replicas, "replicas changed: {at}");
+        let replicas: BTreeSet<i32> = p.replicas.iter().copied().collect();
+        assert_eq!(
+            replicas.len(),
+            p.replicas.len(),
+            "replicas repeat a broker: {at}"
+        );
+        assert!(
+            p.adding_replicas
+                .iter()
+                .chain(&p.removing_replicas)
+                .all(|r| replicas.contains(r))
+                && p.adding_replicas
+                    .iter()
+                    .all(|r| !p.removing_replicas.contains(r)),
+            "adding or removing replicas not distinct replicas: {at}"
+        );
+        if o.replicas != p.replicas
+            || o.adding_replicas != p.adding_replicas
+            || o.removing_replicas != p.removing_replicas
+        {
+            assert!(
+                records.iter().any(|r| matches!(
+                    r,
+                    MetadataRecord::PartitionReassignment { topic_id: t, partition: q }
+                        if *t == topic_id && q.partition == partition
+                )),
+                "replicas changed without a reassignment: {at}"
+            );
+            assert!(
+                p.partition_epoch > o.partition_epoch,
+                "reassignment without a new partition epoch: {at}"
+            );
+        }
+        // Brokers a reassignment adds are not in sync until the leader says so.
+        for r in &p.isr {
+            assert!(
+                o.isr.contains(r)
+                    || records.iter().any(|rec| matches!(
+                        rec,
+                        MetadataRecord::PartitionChange { topic_id: t, partition: q, .. }
+                            if *t == topic_id && *q == partition
+                    )),
+                "{r} joined the ISR through a reassignment: {at}"
+            );
+        }
         assert!(
             p.leader_epoch >= o.leader_epoch,
             "leader epoch went down: {at}"
@@ -485,6 +552,110 @@ fn step(
             );
             records
         }
+        Op::Reassign {
+            topic,
+            partition,
+            mask,
+            rotate,
+            cancel,
+        } => {
+            let topics: Vec<_> = state.topics().collect();
+            let t = topics[topic % topics.len()];
+            let p = &t.partitions[partition % t.partitions.len()];
+            let mut target: Vec<i32> = (0..7)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| if i == 6 { 100 } else { broker_id(brokers, i) })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !target.is_empty() {
+                let k = rotate % target.len();
+                target.rotate_left(k);
+            }
+            let target = (!cancel).then_some(target);
+            let result = controller::alter_partition_reassignment(
+                state,
+                t.topic_id,
+                p.partition,
+                target.clone(),
+            );
+            let original = p.original_replicas();
+            match &target {
+                None if !p.is_reassigning() => assert!(
+                    matches!(
+                        result,
+                        Err(ReassignmentError::NoReassignmentInProgress { .. })
+                    ),
+                    "{result:?}"
+                ),
+                Some(target)
+                    if target.is_empty()
+                        || target.iter().any(|&r| {
+                            state.broker(r).is_none()
+                                || (state.is_fenced(r) && !p.replicas.contains(&r))
+                        }) =>
+                {
+                    assert!(
+                        matches!(result, Err(ReassignmentError::InvalidReplicas { .. })),
+                        "{target:?}: {result:?}"
+                    )
+                }
+                _ => match result {
+                    Err(ReassignmentError::WouldLoseLeadership { .. }) => {}
+                    Err(e) => panic!("{target:?} refused: {e}"),
+                    Ok(records) => {
+                        let mut after = state.clone();
+                        apply(&mut after, &records);
+                        let q = &after.topic_by_id(t.topic_id).unwrap().partitions
+                            [p.partition as usize];
+                        // The original replicas keep their members (not their order: the
+                        // target's order comes first while in progress, as in Kafka).
+                        let set = |v: Vec<i32>| v.into_iter().collect::<BTreeSet<i32>>();
+                        match &target {
+                            Some(target) => {
+                                assert_eq!(&q.target_replicas(), target, "{q:?}");
+                                let expected = if q.is_reassigning() {
+                                    original
+                                } else {
+                                    target.clone()
+                                };
+                                assert_eq!(set(q.original_replicas()), set(expected), "{q:?}");
+                            }
+                            None => {
+                                assert_eq!(set(q.replicas.clone()), set(original), "{q:?}");
+                                assert!(!q.is_reassigning());
+                            }
+                        }
+                        return records;
+                    }
+                },
+            }
+            Vec::new()
+        }
+        Op::CompleteReassignments => {
+            let records = controller::complete_reassignments(state);
+            let mut after = state.clone();
+            apply(&mut after, &records);
+            assert_eq!(
+                controller::complete_reassignments(&after),
+                vec![],
+                "not idempotent"
+            );
+            for (_, p) in controller::reassignments_in_progress(&after) {
+                // What is left waits for a replica to catch up, or for an in-sync one.
+                let target = p.target_replicas();
+                assert!(
+                    p.adding_replicas.iter().any(|r| !p.isr.contains(r))
+                        || !p.isr.iter().any(|r| target.contains(r))
+                        || (!target.contains(&p.leader)
+                            && p.isr
+                                .iter()
+                                .all(|&r| !target.contains(&r) || after.is_fenced(r))),
+                    "{p:?} could complete"
+                );
+            }
+            records
+        }
         Op::CreateTopic {
             partitions,
             replication_factor,
@@ -533,6 +704,15 @@ fn add_new_partitions(state: &ClusterState, holders: &mut Holders) {
     }
 }
 
+/// Replicas that a reassignment removed no longer hold anything (their logs are deleted).
+fn drop_removed_replicas(state: &ClusterState, holders: &mut Holders) {
+    for (key, p) in partitions(state) {
+        if let Some(held) = holders.get_mut(&key) {
+            held.retain(|r| p.replicas.contains(r));
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -553,6 +733,7 @@ proptest! {
             let before = state.clone();
             apply(&mut state, &records);
             add_new_partitions(&state, &mut holders);
+            drop_removed_replicas(&state, &mut holders);
             check(&before, &state, &records, &holders);
         }
     }
