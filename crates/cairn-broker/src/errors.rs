@@ -15,6 +15,11 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         LogError::NotContiguous { .. } => ResponseError::CorruptMessage,
         LogError::CorruptSegment { .. } | LogError::Io { .. } => ResponseError::KafkaStorageError,
+        LogError::Producer(e) => ResponseError::try_from_code(e.kafka_code())
+            .unwrap_or(ResponseError::UnknownServerError),
+        // Not a failure: Produce answers a duplicate with the original offsets before it
+        // gets here; anywhere else it means nothing was appended.
+        LogError::DuplicateBatch { .. } => ResponseError::DuplicateSequenceNumber,
         #[allow(unreachable_patterns)]
         _ => ResponseError::UnknownServerError,
     }

@@ -35,6 +35,7 @@ pub mod group_coordinator;
 pub mod handlers;
 pub mod metadata;
 pub mod metrics;
+pub mod producer_ids;
 pub mod quorum;
 pub mod replica_manager;
 pub mod replication;

@@ -578,6 +578,8 @@ pub struct ReplicaManager {
     pub fetchers: Fetchers,
     /// Serialises [`ReplicaManager::apply_metadata`] and remembers the version applied.
     applied: Mutex<u64>,
+    /// Producer ids this broker hands out (InitProducerId).
+    pub producer_ids: crate::producer_ids::ProducerIdManager,
 }
 
 impl ReplicaManager {
@@ -595,6 +597,7 @@ impl ReplicaManager {
             group_committer,
             fetchers: Fetchers::new(node_id),
             applied: Mutex::new(0),
+            producer_ids: crate::producer_ids::ProducerIdManager::new(),
         }
     }
 
@@ -842,6 +845,15 @@ impl ReplicaManager {
                 }
             }
         }
+    }
+
+    /// Forgets idempotent producers idle for `expiration_ms` (`producer.id.expiration.ms`)
+    /// in every hosted log, leader or follower. Returns how many were removed.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.all()
+            .iter()
+            .map(|p| p.with_log(|log| log.remove_expired_producers(now_ms, expiration_ms)))
+            .sum()
     }
 
     /// Flushes and closes every log, writing clean-shutdown markers. Blocking.

@@ -196,12 +196,18 @@ async fn accept_loop(
 /// How often logs with `flush.ms` / `flush.messages` are checked.
 pub const FLUSH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often idle idempotent producers are forgotten (Kafka's
+/// `producer.id.expiration.check.interval.ms`).
+pub const PRODUCER_EXPIRATION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Interval flushes every second; retention and compaction every
-/// `log.retention.check.interval.ms`.
+/// `log.retention.check.interval.ms`; producer expiry every
+/// [`PRODUCER_EXPIRATION_CHECK_INTERVAL`] (`producer.id.expiration.ms`: 1 day).
 async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_interval =
         Duration::from_millis(broker.config.log_retention_check_interval_ms.max(100));
     let mut next_retention = tokio::time::Instant::now() + retention_interval;
+    let mut next_producer_expiry = tokio::time::Instant::now() + PRODUCER_EXPIRATION_CHECK_INTERVAL;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(FLUSH_CHECK_INTERVAL.min(retention_interval)) => {}
@@ -212,11 +218,24 @@ async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         if retention_due {
             next_retention += retention_interval;
         }
+        let producer_expiry_due = tokio::time::Instant::now() >= next_producer_expiry;
+        if producer_expiry_due {
+            next_producer_expiry += PRODUCER_EXPIRATION_CHECK_INTERVAL;
+        }
         let _ = tokio::task::spawn_blocking(move || {
             let now = crate::now_ms();
             b.replicas.flush_by_policy(now);
             if retention_due {
                 b.replicas.enforce_retention_and_compact(now);
+            }
+            if producer_expiry_due {
+                let removed = b.replicas.remove_expired_producers(
+                    now,
+                    cairn_log::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+                );
+                if removed > 0 {
+                    tracing::info!(removed, "expired idle producer ids");
+                }
             }
         })
         .await;

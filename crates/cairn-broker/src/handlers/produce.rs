@@ -13,14 +13,26 @@
 //!   the minimum meanwhile, NOT_LEADER_OR_FOLLOWER if leadership moved (the records may
 //!   or may not survive: the producer retries), REQUEST_TIMED_OUT after `timeout_ms`.
 //!
-//! Idempotent and transactional batches (producer id ≥ 0) are refused until the
-//! exactly-once issue lands: accepting them without deduplication would break their promise.
+//! ## Idempotent producers
+//! Batches with a producer id (from InitProducerId) are checked by the partition log's
+//! producer state (`cairn_log::producer_state`): a retry of one of the producer's last 5
+//! batches appends nothing and is answered with success and the *original* offsets
+//! (`log_append_time_ms` the original's on LogAppendTime topics, else -1), and with
+//! `acks=all` only once the high watermark has passed the original batch, as for a fresh
+//! append; a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER, an older epoch
+//! INVALID_PRODUCER_EPOCH, a negative sequence INVALID_RECORD (see [`log_error_code`]).
+//! Followers record the same state from the replicated batches, so it moves with
+//! leadership.
+//!
+//! Transactions are not served: a request with a `transactional_id` and batches with the
+//! transactional bit are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (fatal in
+//! clients, as at InitProducerId), control batches from clients with INVALID_RECORD.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use cairn_log::Batches;
+use cairn_log::{Batches, FlushPolicy, LogError, TimestampType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -42,7 +54,7 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
         ))
     } else if request.transactional_id.is_some() {
         Some((
-            ResponseError::InvalidRequest,
+            ResponseError::TransactionalIdAuthorizationFailed,
             "transactions are not supported by this broker yet".to_owned(),
         ))
     } else {
@@ -79,30 +91,29 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
                 }
             };
             partition_responses.push(match outcome {
-                Ok((appended_here, partition)) => {
-                    let LeaderAppend {
-                        info,
-                        log_start_offset,
-                        needs_group_commit,
-                    } = appended_here;
-                    let topic_label = [("topic", partition.topic.clone())];
-                    metrics::counter!(crate::metrics::RECORDS_IN, &topic_label)
-                        .increment(u64::from(info.records_count));
-                    metrics::counter!(crate::metrics::BYTES_IN, &topic_label)
-                        .increment(info.bytes as u64);
-                    if acks == -1 || needs_group_commit {
+                Ok((done, partition)) => {
+                    if let Some((records, bytes)) = done.appended {
+                        let topic_label = [("topic", partition.topic.clone())];
+                        metrics::counter!(crate::metrics::RECORDS_IN, &topic_label)
+                            .increment(u64::from(records));
+                        metrics::counter!(crate::metrics::BYTES_IN, &topic_label)
+                            .increment(bytes as u64);
+                    } else {
+                        tracing::debug!(peer = %ctx.peer, topic = %partition.topic, partition = p.index, base_offset = done.base_offset, "duplicate idempotent batch answered with its original offsets");
+                    }
+                    if acks == -1 || done.needs_group_commit {
                         appended.push((
                             responses.len(),
                             partition_responses.len(),
                             partition,
-                            info.last_offset + 1,
-                            needs_group_commit,
+                            done.last_offset + 1,
+                            done.needs_group_commit,
                         ));
                     }
                     response
-                        .with_base_offset(info.base_offset)
-                        .with_log_append_time_ms(info.log_append_time_ms)
-                        .with_log_start_offset(log_start_offset)
+                        .with_base_offset(done.base_offset)
+                        .with_log_append_time_ms(done.log_append_time_ms)
+                        .with_log_start_offset(done.log_start_offset)
                 }
                 Err((code, msg)) => {
                     metrics::counter!(crate::metrics::PARTITION_ERRORS, "api" => "Produce", "error" => format!("{code:?}")).increment(1);
@@ -228,13 +239,25 @@ async fn replicated(
     Ok(())
 }
 
+/// What a successful produce to one partition answers: a fresh append or a recognised
+/// duplicate of an idempotent producer's batch (`appended` is `None`).
+struct Produced {
+    base_offset: i64,
+    last_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+    needs_group_commit: bool,
+    /// Records and bytes appended, for the metrics; `None` for a duplicate.
+    appended: Option<(u32, usize)>,
+}
+
 /// Validates and appends one partition's batches.
 fn append(
     partition: &Partition,
     records: Option<Bytes>,
     now_ms: i64,
     check_min_insync: bool,
-) -> Result<LeaderAppend, (ResponseError, String)> {
+) -> Result<Produced, (ResponseError, String)> {
     let Some(records) = records else {
         return Err((
             ResponseError::CorruptMessage,
@@ -243,19 +266,58 @@ fn append(
     };
     for batch in Batches::new(&records) {
         let (header, _) = batch.map_err(|e| (log_error_code(&e), e.to_string()))?;
-        if header.producer_id >= 0 {
+        if header.is_transactional() {
             return Err((
-                ResponseError::InvalidProducerIdMapping,
-                "idempotent and transactional producers are not supported by this broker yet; set enable.idempotence=false".to_owned(),
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactional batches are not supported by this broker yet".to_owned(),
+            ));
+        }
+        if header.is_control() {
+            return Err((
+                ResponseError::InvalidRecord,
+                "clients may not write control batches".to_owned(),
             ));
         }
     }
     // The log patches offsets into the batch headers, so it needs its own copy.
     let mut buf = BytesMut::from(&records[..]);
-    partition
-        .append_as_leader(&mut buf, now_ms, check_min_insync)
-        .map_err(|e| match e {
-            AppendError::Refused(code, msg) => (code, msg),
-            AppendError::Log(e) => (log_error_code(&e), e.to_string()),
-        })
+    match partition.append_as_leader(&mut buf, now_ms, check_min_insync) {
+        Ok(LeaderAppend {
+            info,
+            log_start_offset,
+            needs_group_commit,
+        }) => Ok(Produced {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset,
+            needs_group_commit,
+            appended: Some((info.records_count, info.bytes)),
+        }),
+        Err(AppendError::Log(LogError::DuplicateBatch {
+            base_offset,
+            last_offset,
+            timestamp,
+        })) => {
+            // Nothing appended; the original may still await its fsync and replication,
+            // so the answer waits for them like a fresh append would.
+            let (log_append, log_start_offset, needs_group_commit) = partition.with_log(|log| {
+                (
+                    log.config().message_timestamp_type == TimestampType::LogAppendTime,
+                    log.log_start_offset(),
+                    matches!(log.config().flush_policy, FlushPolicy::GroupCommit),
+                )
+            });
+            Ok(Produced {
+                base_offset,
+                last_offset,
+                log_append_time_ms: if log_append { timestamp } else { -1 },
+                log_start_offset,
+                needs_group_commit,
+                appended: None,
+            })
+        }
+        Err(AppendError::Refused(code, msg)) => Err((code, msg)),
+        Err(AppendError::Log(e)) => Err((log_error_code(&e), e.to_string())),
+    }
 }
