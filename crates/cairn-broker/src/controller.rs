@@ -12,6 +12,9 @@
 //! - With `auto.leader.rebalance.enable`, every `leader.imbalance.check.interval.seconds`
 //!   (and when it takes over) the controller moves leadership back to preferred replicas
 //!   that are in sync.
+//! - At every check, the controller completes partition reassignments (KIP-455) whose
+//!   added replicas are all in the ISR (`cairn_meta::controller::complete_reassignments`;
+//!   nothing is proposed when none may complete).
 //! - [`controlled_shutdown`]: a broker stopping cleanly asks to be fenced first, so its
 //!   leaderships move before it closes its logs and clients see no errors.
 //!
@@ -156,6 +159,13 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             tracing::info!(broker = id, "unfencing broker: it heartbeats again");
             commit(&broker, format!("unfence broker {id}"), move |s| {
                 controller::unfence_broker(s, id)
+            })
+            .await;
+        }
+        if !controller::complete_reassignments(&broker.metadata.state()).is_empty() {
+            tracing::info!("completing partition reassignments whose new replicas are in sync");
+            commit(&broker, "reassignment completion".to_owned(), |s| {
+                Ok::<_, std::convert::Infallible>(controller::complete_reassignments(s))
             })
             .await;
         }

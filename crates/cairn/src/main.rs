@@ -48,6 +48,10 @@ enum Command {
     Group(cli::GroupArgs),
     /// Show the metadata quorum, brokers, and under-replicated and offline partitions.
     Cluster(cli::ClusterArgs),
+    /// Move partitions to other brokers (reassign, list reassignments in progress).
+    Partition(cli::PartitionArgs),
+    /// Decommission a broker: move every partition replica off it.
+    Broker(cli::BrokerArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -140,6 +144,8 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => cli::consume(args).await,
             Command::Group(args) => cli::group(args).await,
             Command::Cluster(args) => cli::cluster(args).await,
+            Command::Partition(args) => cli::partition(args).await,
+            Command::Broker(args) => cli::broker(args).await,
         }
     })
 }

@@ -15,6 +15,8 @@
 //!   DescribeGroups, OffsetFetch, OffsetCommit, DeleteGroups) and ListOffsets for lag.
 //! - `cluster`: `cluster status`, the quorum (DescribeQuorum), brokers and partition
 //!   replication (Metadata).
+//! - `reassign`: `partition reassign`, `partition list-reassignments` and `broker
+//!   decommission` (AlterPartitionReassignments, ListPartitionReassignments, Metadata).
 //!
 //! `main.rs` calls [`topic`], [`produce`], [`consume`] and [`group`] on its tokio runtime, one
 //! command per process; nothing here keeps state across runs.
@@ -34,12 +36,14 @@ mod consume;
 mod group;
 mod partitioner;
 mod produce;
+mod reassign;
 mod topic;
 
 pub use cluster::ClusterArgs;
 pub use consume::{ConsumeArgs, consume};
 pub use group::GroupArgs;
 pub use produce::{ProduceArgs, produce};
+pub use reassign::{BrokerArgs, PartitionArgs};
 pub use topic::TopicArgs;
 
 /// Runs `cairn topic ...`.
@@ -61,6 +65,22 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
 /// Runs `cairn cluster ...`.
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     match cluster::cluster(args).await {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        result => result,
+    }
+}
+
+/// Runs `cairn partition ...` (reassignments).
+pub async fn partition(args: PartitionArgs) -> anyhow::Result<()> {
+    match reassign::partition(args).await {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        result => result,
+    }
+}
+
+/// Runs `cairn broker ...` (decommissioning).
+pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
+    match reassign::broker(args).await {
         Err(e) if is_broken_pipe(&e) => Ok(()),
         result => result,
     }
