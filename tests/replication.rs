@@ -274,12 +274,17 @@ struct Load {
 
 impl Load {
     fn start(bootstrap: &str) -> Load {
+        Load::start_with(bootstrap, false)
+    }
+
+    /// Like [`Load::start`], with `enable.idempotence` as given.
+    fn start_with(bootstrap: &str, idempotent: bool) -> Load {
         let recorder = Arc::new(Recorder::default());
         let stop = Arc::new(AtomicBool::new(false));
         let producer: ThreadedProducer<Recording> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("acks", "all")
-            .set("enable.idempotence", "false")
+            .set("enable.idempotence", idempotent.to_string())
             .set("message.timeout.ms", "30000")
             .set("request.timeout.ms", "10000")
             .set("retries", "1000000")
@@ -758,6 +763,132 @@ fn acked_records_survive_leader_kills() {
     let outcome = load.finish();
     assert!(!outcome.acked.is_empty(), "nothing was acknowledged");
     let high = verify_consumed(&bootstrap, &outcome, &[]);
+    stop_all(&mut brokers);
+    verify_replicas_agree(&brokers, &high);
+}
+
+/// Reads every partition to its high watermark: per partition, the `seq-<n>` numbers in
+/// offset order, with their offsets.
+fn consumed_seqs(bootstrap: &str) -> BTreeMap<i32, Vec<(i64, u64)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "replication-test-seqs")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let mut high = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (_low, hw) = wait_for(&format!("the watermarks of {TOPIC}-{p}"), || {
+            consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                .ok()
+        });
+        high.insert(p, hw);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut logs: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
+    let mut next: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    let started = Instant::now();
+    while (0..PARTITIONS).any(|p| next[&p] < high[&p]) {
+        assert!(
+            started.elapsed() < GUARD,
+            "consumer did not reach the high watermarks {high:?}; next offsets {next:?}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            let seq = value
+                .strip_prefix("seq-")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected value {value}"));
+            logs.entry(m.partition())
+                .or_default()
+                .push((m.offset(), seq));
+            next.insert(m.partition(), m.offset() + 1);
+        }
+    }
+    logs
+}
+
+/// An idempotent producer (`enable.idempotence=true`) writes numbered records while the
+/// leader of partition 0 is SIGKILLed and later restarted. The producer retries the
+/// batches in flight at the new leader with the same sequence numbers; the new leader
+/// knows which of them it already has because followers keep the producer state from
+/// the replicated batches. Every acknowledged record is at its offset, no record appears
+/// twice, and each partition keeps the order the records were sent in.
+#[test]
+fn idempotent_producer_exactly_once_across_leader_kill() {
+    let mut brokers = BrokerProcess::start_quorum_with(3, BROKER_SETTINGS);
+    let bootstrap = bootstrap_of(&brokers);
+    create_events_topic(&bootstrap);
+    wait_isr_full(&bootstrap, "after creating the topic");
+
+    let load = Load::start_with(&bootstrap, true);
+    wait_for("the first acknowledged records", || {
+        (load.acked_count() >= 500).then_some(())
+    });
+    thread::sleep(Duration::from_secs(1));
+    let first = leader_of(&bootstrap, 0);
+    eprintln!("SIGKILL node {first}, the leader of {TOPIC}-0");
+    let i = index_of(&brokers, first);
+    brokers[i].kill9();
+    let killed_at = Instant::now();
+    let survivors = bootstrap_of(&brokers[..i]) + "," + &bootstrap_of(&brokers[i + 1..]);
+    let survivors = survivors.trim_matches(',').to_owned();
+    wait_for(
+        &format!("a leader of {TOPIC}-0 other than the killed node {first}"),
+        || {
+            partitions(&survivors)?
+                .get(&0)
+                .map(|p| p.leader)
+                .filter(|l| *l > 0 && *l != first)
+        },
+    );
+    wait_for(
+        "acknowledgements on partition 0 from the new leader",
+        || load.first_ack_on_since(0, killed_at),
+    );
+    thread::sleep(Duration::from_secs(2));
+    brokers[i].start_again();
+    eprintln!("node {first} restarted");
+    wait_isr_full(&bootstrap, &format!("after restarting node {first}"));
+    thread::sleep(Duration::from_secs(2));
+
+    let outcome = load.finish();
+    assert!(!outcome.acked.is_empty(), "nothing was acknowledged");
+    let high = verify_consumed(&bootstrap, &outcome, &[]);
+    let logs = consumed_seqs(&bootstrap);
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (p, records) in &logs {
+        let mut previous: Option<u64> = None;
+        for (offset, seq) in records {
+            if !seen.insert(*seq) {
+                problems.push(format!(
+                    "seq-{seq} appears twice (again at {TOPIC}-{p}@{offset})"
+                ));
+            }
+            if previous.is_some_and(|prev| prev >= *seq) {
+                problems.push(format!(
+                    "{TOPIC}-{p}@{offset}: seq-{seq} after seq-{} (order broken)",
+                    previous.unwrap()
+                ));
+            }
+            previous = Some(*seq);
+        }
+    }
+    eprintln!(
+        "idempotence: {} distinct records in the log, {} acknowledged, {} problems",
+        seen.len(),
+        outcome.acked.len(),
+        problems.len()
+    );
+    report(problems, "the idempotent producer's records");
     stop_all(&mut brokers);
     verify_replicas_agree(&brokers, &high);
 }

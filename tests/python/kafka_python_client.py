@@ -124,9 +124,9 @@ def main():
     sent = {}  # (key) -> (value, headers, codec)
     before_ms = int(time.time() * 1000) - 1
     for c in usable:
-        # kafka-python 3 turns idempotence on by default (KIP-679) and then needs
-        # InitProducerId, which Cairn does not serve yet: opt out, as documented.
-        producer = KafkaProducer(acks="all", enable_idempotence=False,
+        # kafka-python 3 turns idempotence on by default (KIP-679): InitProducerId,
+        # then producer id and sequence numbers in every batch.
+        producer = KafkaProducer(acks="all",
                                  compression_type=None if c == "none" else c,
                                  linger_ms=5, **common)
         futures = []

@@ -227,6 +227,30 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                     ]),
             ]))
         }
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        // Cancelling a reassignment that is not in progress: NO_REASSIGNMENT_IN_PROGRESS.
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(name(TOPIC))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(None),
+                        ]),
+                ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_timeout_ms(5_000),
+        ),
         other => panic!("the version sweep has no request for {other:?}: add one in request()"),
     }
 }
@@ -320,5 +344,71 @@ async fn every_advertised_version_is_answered() {
         "unanswered versions:\n{}",
         failures.join("\n")
     );
+    broker.shutdown().await;
+}
+
+/// InitProducerId: fresh ids are distinct with epoch 0, a KIP-360 request bumps the epoch
+/// of the same id (a fresh id at the last epoch), a transactional id is refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_producer_id_fresh_bump_and_transactional() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerConfig::new(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut stream = TcpStream::connect(broker.local_addr()).await.unwrap();
+    let mut correlation_id = 0;
+    let mut init = async |version: i16, request: InitProducerIdRequest| {
+        correlation_id += 1;
+        let req = RequestKind::InitProducerId(request);
+        match call(
+            &mut stream,
+            ApiKey::InitProducerId,
+            version,
+            correlation_id,
+            &req,
+        )
+        .await
+        {
+            Ok(ResponseKind::InitProducerId(r)) => {
+                (r.error_code, r.producer_id.0, r.producer_epoch)
+            }
+            other => panic!("InitProducerId v{version}: {other:?}"),
+        }
+    };
+    let fresh = || {
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let (code, a, epoch) = init(0, fresh()).await;
+    assert_eq!((code, epoch), (0, 0));
+    assert!(a >= 0);
+    let (code, b, epoch) = init(4, fresh()).await;
+    assert_eq!((code, epoch), (0, 0));
+    assert_ne!(a, b, "two producers got the same id");
+    // KIP-360 bump: same id, next epoch.
+    let bump = |id: i64, epoch: i16| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch)
+    };
+    assert_eq!(init(4, bump(b, 0)).await, (0, b, 1));
+    assert_eq!(init(3, bump(b, 7)).await, (0, b, 8));
+    // At the last usable epoch: a fresh id.
+    let (code, c, epoch) = init(4, bump(b, i16::MAX - 1)).await;
+    assert_eq!((code, epoch), (0, 0));
+    assert!(c != a && c != b);
+    // Only one of id and epoch: INVALID_REQUEST (42).
+    assert_eq!(init(4, bump(b, -1)).await.0, 42);
+    // Transactions are not served: TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53).
+    let transactional =
+        fresh().with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1"))));
+    assert_eq!(init(4, transactional).await.0, 53);
     broker.shutdown().await;
 }

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::{Message, VersionRange};
 use crate::server::Broker;
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -24,10 +25,12 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -99,6 +102,9 @@ pub const APIS: &[ApiSpec] = &[
     spec::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
     spec::<OffsetForLeaderEpochRequest>(ApiKey::OffsetForLeaderEpoch),
     spec::<DescribeQuorumRequest>(ApiKey::DescribeQuorum),
+    spec::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
+    spec::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
+    spec::<InitProducerIdRequest>(ApiKey::InitProducerId),
 ];
 
 /// The versions served of `key`, or `None` if the API is not served.
@@ -166,6 +172,15 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(ctx, r).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            alter_partition_reassignments::handle(ctx, r).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
+            list_partition_reassignments::handle(ctx, r).await,
+        ),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
         }
         other => {
             // The connection checks the table before decoding, so this is a table/dispatch
