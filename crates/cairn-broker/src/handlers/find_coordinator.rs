@@ -22,6 +22,8 @@ use super::topics::create_topic;
 use crate::group_coordinator::OFFSETS_TOPIC;
 
 /// FindCoordinator key types.
+/// FindCoordinator key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 const KEY_TYPE_GROUP: i8 = 0;
 
 pub async fn handle(
@@ -59,11 +61,21 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(msg)))
     };
+    // Transactions are not served yet. TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the answer
+    // clients treat as final (librdkafka's init_transactions fails at once with our
+    // message, as do Java's and kafka-python's); INVALID_REQUEST made librdkafka retry
+    // until its timeout.
+    if key_type == KEY_TYPE_TRANSACTION {
+        return refused(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by this broker yet; use an idempotent producer (enable.idempotence=true) without transactional.id".to_owned(),
+        );
+    }
     if key_type != KEY_TYPE_GROUP {
         return refused(
             ResponseError::InvalidRequest,
             format!(
-                "coordinator key type {key_type} (transactions, share groups) is not supported by this broker yet"
+                "coordinator key type {key_type} (share groups) is not supported by this broker yet"
             ),
         );
     }
