@@ -6,7 +6,8 @@
 //!   `tests/js/reassign.js` moves partition 0 from replicas [a, b] to [b, c] and lists
 //!   reassignments until none is left. Then Metadata must show [b, c], broker a's directory
 //!   for the partition must be gone, and every acknowledged record must be read back at its
-//!   acknowledged offset by a consumer from offset 0.
+//!   acknowledged offset by a consumer from offset 0. The producer must not stall for a
+//!   request timeout when leadership leaves the removed broker.
 //! - `decommission_moves_every_replica_off_a_broker`: `cairn broker decommission 3` on a
 //!   topic of 6 partitions with replication factor 2; afterwards no partition has a replica
 //!   on broker 3, its partition directories are gone, the replication factor is kept and
@@ -176,6 +177,7 @@ struct Acked {
     partition: i32,
     offset: i64,
     seq: u64,
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -197,6 +199,7 @@ impl ProducerContext for Recording {
                 partition: m.partition(),
                 offset: m.offset(),
                 seq: *seq,
+                at: Instant::now(),
             }),
             Err((e, _)) => self.0.failed.lock().unwrap().push((*seq, e.to_string())),
         }
@@ -295,6 +298,20 @@ impl Load {
         );
         acked
     }
+}
+
+/// The longest time between two acknowledgements on `partition`.
+fn longest_gap(acked: &[Acked], partition: i32) -> Duration {
+    let mut at: Vec<Instant> = acked
+        .iter()
+        .filter(|a| a.partition == partition)
+        .map(|a| a.at)
+        .collect();
+    at.sort();
+    at.windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default()
 }
 
 /// Reads every partition of `topic` from offset 0 up to its high watermark; returns
@@ -475,6 +492,14 @@ fn kafkajs_moves_a_partition_under_load() {
         (load.acked_on(0) >= acked_at_move + 200).then_some(())
     });
     let acked = load.finish();
+    let gap = longest_gap(&acked, 0);
+    eprintln!("longest gap between acknowledgements on {TOPIC}-0: {gap:?}");
+    // Produces parked on the removed leader are answered NOT_LEADER_OR_FOLLOWER when it
+    // lets go of the partition, not left to time out (request.timeout.ms is 10 s).
+    assert!(
+        gap < Duration::from_secs(5),
+        "{TOPIC}-0 took no acknowledgement for {gap:?} during the move"
+    );
     assert!(
         acked_before_move > 0 && acked.iter().filter(|r| r.partition == 0).count() > acked_at_move,
         "partition 0 took writes before and after the move"

@@ -673,6 +673,10 @@ impl ReplicaManager {
         };
         for partition in stale {
             self.fetchers.unfollow(&partition.topic, partition.index);
+            // No longer a replica (topic deleted, or reassigned away): it leads nothing, so
+            // produces parked on it (acks=all) answer NOT_LEADER_OR_FOLLOWER now instead of
+            // timing out, and nothing more is appended or served through held handles.
+            partition.role.lock().info.leader = -1;
             partition.role_tx.send_modify(|g| *g += 1);
             tracing::info!(topic = %partition.topic, partition = partition.index, "deleting partition log");
             let partition = Arc::try_unwrap(partition);
