@@ -55,7 +55,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext,
+    ThreadedProducer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "events";
@@ -115,6 +118,12 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// Creates `events` (3 partitions, replication factor 3, min.insync.replicas=2), retrying
 /// until the cluster accepts it.
 fn create_events_topic(bootstrap: &str) {
+    create_events_topic_with(bootstrap, 2);
+}
+
+/// Creates `events` with `min.insync.replicas=min_insync`.
+fn create_events_topic_with(bootstrap: &str, min_insync: i32) {
+    let min_insync = min_insync.to_string();
     let started = Instant::now();
     let mut attempts = 0;
     loop {
@@ -127,7 +136,7 @@ fn create_events_topic(bootstrap: &str) {
             admin.create_topics(
                 &[
                     NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(REPLICAS as i32))
-                        .set("min.insync.replicas", "2"),
+                        .set("min.insync.replicas", &min_insync),
                 ],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
             ),
@@ -992,6 +1001,135 @@ fn replicas_agree_below_high_watermark() {
     let high = verify_consumed(&bootstrap, &outcome, &[]);
     stop_all(&mut brokers);
     verify_replicas_agree(&brokers, &high);
+}
+
+/// A broker stopped cleanly (SIGTERM) first asks the controller to fence it, so its
+/// leaderships move while it still serves: with a 30 s session timeout, leadership of
+/// partition 0 has moved when the process exits (not after the session expired: the
+/// controller never logs a heartbeat timeout), and the acks=all producer loses nothing.
+#[test]
+fn controlled_shutdown_moves_leadership_first() {
+    let settings = [
+        "--set",
+        "broker.session.timeout.ms=30000",
+        "--set",
+        "broker.heartbeat.interval.ms=500",
+        "--set",
+        "replica.lag.time.max.ms=5000",
+    ];
+    let mut brokers = BrokerProcess::start_quorum_with(3, &settings);
+    let bootstrap = bootstrap_of(&brokers);
+    create_events_topic(&bootstrap);
+    wait_isr_full(&bootstrap, "after creating the topic");
+    let load = Load::start(&bootstrap);
+    wait_for("the first acknowledged records", || {
+        (load.acked_count() >= 100).then_some(())
+    });
+    let leader = leader_of(&bootstrap, 0);
+    let i = index_of(&brokers, leader);
+    eprintln!("SIGTERM node {leader}, the leader of {TOPIC}-0");
+    brokers[i].stop();
+    let stopped_at = Instant::now();
+    assert!(
+        brokers[i]
+            .log()
+            .contains("controlled shutdown: moving partition leaderships"),
+        "node {leader} did not ask to move its leaderships; its log:\n{}",
+        brokers[i].log()
+    );
+    let survivors = bootstrap_of(&brokers);
+    let next = wait_for("a new leader of partition 0", || {
+        partitions(&survivors)?
+            .get(&0)
+            .map(|p| p.leader)
+            .filter(|l| *l > 0 && *l != leader)
+    });
+    eprintln!(
+        "{TOPIC}-0 led by node {next} {:?} after node {leader} exited",
+        stopped_at.elapsed()
+    );
+    for b in brokers.iter().filter(|b| b.is_running()) {
+        assert!(
+            !b.log().contains("no heartbeat for"),
+            "leadership moved by session expiry, not controlled shutdown; log of {}:\n{}",
+            b.bootstrap(),
+            b.log()
+        );
+    }
+    brokers[i].start_again();
+    wait_isr_full(&bootstrap, &format!("after restarting node {leader}"));
+    let outcome = load.finish();
+    assert_eq!(
+        outcome.acked.len() as u64,
+        outcome.sent,
+        "every record sent across the controlled shutdown is acknowledged"
+    );
+    verify_consumed(&bootstrap, &outcome, &[]);
+    stop_all(&mut brokers);
+}
+
+/// `min.insync.replicas=3` on three replicas: once one broker is down (and fenced), an
+/// `acks=all` produce is refused with NOT_ENOUGH_REPLICAS (librdkafka with retries off
+/// reports it); with the broker back in the ISR it succeeds again.
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    let mut brokers = BrokerProcess::start_quorum_with(3, BROKER_SETTINGS);
+    let bootstrap = bootstrap_of(&brokers);
+    create_events_topic_with(&bootstrap, 3);
+    wait_isr_full(&bootstrap, "after creating the topic");
+    let producer = |bootstrap: &str| -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "false")
+            .set("retries", "0")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("producer")
+    };
+    let send = |p: &FutureProducer, value: &str| {
+        block_on(p.send(
+            FutureRecord::to(TOPIC).partition(0).key("k").payload(value),
+            Duration::from_secs(20),
+        ))
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+    };
+    send(&producer(&bootstrap), "with-three").expect("acks=all with a full ISR");
+
+    let leader = leader_of(&bootstrap, 0);
+    let victim = brokers
+        .iter()
+        .filter_map(BrokerProcess::node_id)
+        .find(|n| *n != leader)
+        .unwrap();
+    let i = index_of(&brokers, victim);
+    brokers[i].kill9();
+    let survivors = bootstrap_of(&brokers);
+    wait_for("partition 0's ISR to shrink to two", || {
+        partitions(&survivors)?
+            .get(&0)
+            .filter(|p| p.isr.len() == 2)
+            .map(|_| ())
+    });
+    let refused = send(&producer(&survivors), "with-two").expect_err("acks=all below min ISR");
+    // NOT_ENOUGH_REPLICAS when the leader already applied the smaller ISR;
+    // NOT_ENOUGH_REPLICAS_AFTER_APPEND if the produce got in just before.
+    assert!(
+        matches!(
+            refused.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::NotEnoughReplicas
+                    | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+            )
+        ),
+        "{refused}"
+    );
+
+    brokers[i].start_again();
+    wait_isr_full(&bootstrap, &format!("after restarting node {victim}"));
+    send(&producer(&bootstrap), "with-three-again").expect("acks=all with the ISR full again");
+    stop_all(&mut brokers);
 }
 
 /// Three brokers whose every connection goes through a [`Proxy`]: clients and replica

@@ -136,7 +136,8 @@ pub struct Partition {
     hw_tx: watch::Sender<i64>,
     /// Carries the log end offset; followers' fetches parked at the leader wait on it.
     leo_tx: watch::Sender<i64>,
-    /// Changes whenever leadership or the leader epoch changes; parked produces wait on it.
+    /// Changes whenever leadership, the leader epoch or the ISR changes; parked produces
+    /// wait on it.
     role_tx: watch::Sender<u64>,
 }
 
@@ -473,7 +474,7 @@ impl Partition {
         };
         self.leader_epoch.store(new.leader_epoch, Ordering::Release);
         drop(role);
-        if leadership_changed {
+        if leadership_changed || old.isr != new.isr {
             self.role_tx.send_modify(|g| *g += 1);
         }
         if new.leader == me {
@@ -483,7 +484,7 @@ impl Partition {
         Ok(change)
     }
 
-    /// A receiver that changes whenever leadership or the leader epoch changes.
+    /// A receiver that changes whenever leadership, the leader epoch or the ISR changes.
     pub fn subscribe_role(&self) -> watch::Receiver<u64> {
         self.role_tx.subscribe()
     }

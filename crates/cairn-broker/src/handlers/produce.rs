@@ -215,6 +215,18 @@ async fn replicated(
                 "leadership moved before the records were replicated".to_owned(),
             ));
         }
+        // Below min.insync.replicas the high watermark does not move (KIP-966): answer
+        // now rather than at the request timeout.
+        let isr = partition.info().isr;
+        let min_insync = partition.min_insync_replicas();
+        if (isr.len() as i32) < min_insync {
+            return Err((
+                ResponseError::NotEnoughReplicasAfterAppend,
+                format!(
+                    "appended, but the ISR {isr:?} shrank below min.insync.replicas={min_insync} before the records were replicated"
+                ),
+            ));
+        }
         tokio::select! {
             changed = hw.changed() => if changed.is_err() {
                 return Err((
