@@ -232,8 +232,9 @@ impl Partition {
     }
 
     /// Appends batches fetched from the leader of `leader_epoch`; refused (`Ok(None)`)
-    /// when this replica no longer follows that epoch. Under group commit the batches
-    /// are fsynced before this returns, so the next fetch offset reports durable data.
+    /// when this replica no longer follows that epoch. The caller makes them durable with
+    /// [`Partition::flush_as_follower`] before it fetches again, so that the next fetch
+    /// offset (what the leader counts for the high watermark) reports durable data.
     pub fn append_as_follower(
         &self,
         records: &[u8],
@@ -243,12 +244,29 @@ impl Partition {
         if role.info.leader == self.node_id || role.info.leader_epoch != leader_epoch {
             return Ok(None);
         }
-        let mut log = self.log.lock();
-        let info = log.append_as_follower(records)?;
-        if matches!(log.config().flush_policy, FlushPolicy::GroupCommit) {
-            log.flush()?;
-        }
+        let info = self.log.lock().append_as_follower(records)?;
         Ok(Some(info))
+    }
+
+    /// Under group commit, fdatasyncs what a follower appended (without holding the log's
+    /// lock while the disk works). Blocking.
+    pub fn flush_as_follower(&self) -> Result<(), LogError> {
+        let ticket = {
+            let log = self.log.lock();
+            if !matches!(log.config().flush_policy, FlushPolicy::GroupCommit) {
+                return Ok(());
+            }
+            log.begin_flush()
+        };
+        if let Some(ticket) = ticket {
+            ticket.sync().map_err(|source| LogError::Io {
+                op: "fdatasync replicated batches",
+                path: self.log.lock().dir().to_owned(),
+                source,
+            })?;
+            self.complete_flush(&ticket);
+        }
+        Ok(())
     }
 
     /// Truncates a follower's log to `offset` (see `PartitionLog::truncate_to`), unless this

@@ -402,6 +402,7 @@ impl Sim {
             Ok(read) => {
                 if !read.records.is_empty() {
                     fp.append_as_follower(&read.records, epoch).unwrap();
+                    fp.flush_as_follower().unwrap();
                 }
                 fp.update_follower_high_watermark(leader_hw);
             }
