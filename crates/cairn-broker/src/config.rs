@@ -54,6 +54,8 @@ pub struct BrokerConfig {
     pub voters: BTreeMap<i32, String>,
     /// Where this voter serves the quorum's gRPC service (`--controller-listen`).
     pub controller_listen: Option<SocketAddr>,
+    /// `broker.rack`: this broker's failure domain, used to spread replicas.
+    pub rack: Option<String>,
     /// `replica.lag.time.max.ms`: an ISR follower not caught up for this long is dropped.
     pub replica_lag_time_max_ms: i64,
     /// `broker.session.timeout.ms`: the controller fences a broker it has not heard from
@@ -117,6 +119,7 @@ impl BrokerConfig {
                 crate::group_coordinator::OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
             voters: BTreeMap::new(),
             controller_listen: None,
+            rack: None,
             replica_lag_time_max_ms: 30_000,
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,

@@ -86,7 +86,7 @@ impl MetadataManager {
             voters: Default::default(),
             controller_listen: None,
         };
-        Self::open_quorum(dir, node_id, host, port, &settings, &|_| Vec::new())
+        Self::open_quorum(dir, node_id, (host, port, None), &settings, &|_| Vec::new())
     }
 
     /// Like [`MetadataManager::open`], as one voter of the quorum `settings` describes.
@@ -97,8 +97,7 @@ impl MetadataManager {
     pub fn open_quorum(
         dir: &Path,
         node_id: i32,
-        host: &str,
-        port: u16,
+        (host, port, rack): (&str, u16, Option<String>),
         settings: &QuorumSettings,
         lost: &dyn Fn(&ClusterState) -> Vec<(uuid::Uuid, i32)>,
     ) -> Result<MetadataManager, MetadataError> {
@@ -139,7 +138,7 @@ impl MetadataManager {
                     node_id,
                     &host,
                     port,
-                    None,
+                    rack.clone(),
                     incarnation,
                     &lost,
                 ) {

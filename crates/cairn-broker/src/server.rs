@@ -67,8 +67,7 @@ impl Broker {
             let metadata = MetadataManager::open_quorum(
                 &config2.data_dir.join(METADATA_DIR),
                 config2.node_id,
-                &host,
-                advertised_port,
+                (&host, advertised_port, config2.rack.clone()),
                 &crate::quorum::QuorumSettings::from_config(&config2),
                 &|state| {
                     crate::replica_manager::lost_partitions(

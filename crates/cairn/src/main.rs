@@ -71,6 +71,10 @@ struct ServeArgs {
     /// This broker's id [default: 1].
     #[arg(long, env = "CAIRN_NODE_ID")]
     node_id: Option<i32>,
+    /// Rack (failure domain) of this broker, Kafka's `broker.rack`: replicas of a partition
+    /// are spread across racks.
+    #[arg(long, env = "CAIRN_RACK")]
+    rack: Option<String>,
     /// Metadata quorum (Raft) listener of this voter, `host:port`; needed with other voters.
     #[arg(long, env = "CAIRN_CONTROLLER_LISTEN")]
     controller_listen: Option<String>,
@@ -104,6 +108,7 @@ struct ConfigFile {
     listen: Option<SocketAddr>,
     advertise: Option<String>,
     node_id: Option<i32>,
+    rack: Option<String>,
     controller_listen: Option<String>,
     voters: Option<String>,
     metrics_listen: Option<SocketAddr>,
@@ -193,6 +198,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         .unwrap_or_else(|| PathBuf::from("./data"));
     let mut config = BrokerConfig::new(data_dir, listen);
     config.advertise = args.advertise.or(file.advertise);
+    config.rack = args.rack.or(file.rack);
     config.node_id = args.node_id.or(file.node_id).unwrap_or(1);
     if let Some(voters) = voters {
         config.voters = parse_voters(&voters)?;
