@@ -22,11 +22,11 @@ mod harness;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use harness::BrokerProcess;
+use harness::{block_on, bootstrap_of};
 use kafka_protocol::messages::{
     ApiKey, GroupId, OffsetFetchRequest, RequestHeader, ResponseHeader,
 };
@@ -48,6 +48,11 @@ const RECORDS_PER_PARTITION: i64 = 20;
 /// Failure guard for anything the cluster should do "soon"; never a performance assert.
 const GUARD: Duration = Duration::from_secs(90);
 
+/// [`harness::wait_for`] with this file's [`GUARD`].
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    harness::wait_for(what, GUARD, f)
+}
+
 /// Broker settings every node gets: fast fencing of a dead broker, a short initial
 /// rebalance delay, and fewer offsets partitions (cheaper startup with three replicas).
 const BROKER_SETTINGS: &[&str] = &[
@@ -60,29 +65,6 @@ const BROKER_SETTINGS: &[&str] = &[
     "--set",
     "offsets.topic.num.partitions=10",
 ];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` after [`GUARD`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            started.elapsed() < GUARD,
-            "gave up after {GUARD:?} waiting for: {what}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Java's `String.hashCode` and Kafka's `Utils.abs(hash) % n`: the group's partition.
 fn partition_for(group: &str, n: i32) -> i32 {
@@ -109,15 +91,6 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
-}
-
-fn bootstrap_of(brokers: &[BrokerProcess]) -> String {
-    brokers
-        .iter()
-        .filter(|b| b.is_running())
-        .map(|b| b.bootstrap())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn index_of(brokers: &[BrokerProcess], node: i32) -> usize {

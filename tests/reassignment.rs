@@ -28,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::BrokerProcess;
+use harness::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -40,6 +41,11 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Failure guard for anything the cluster should do "soon"; never a performance assert.
 const GUARD: Duration = Duration::from_secs(90);
 
+/// [`harness::wait_for`] with this file's [`GUARD`].
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    harness::wait_for(what, GUARD, f)
+}
+
 const BROKER_SETTINGS: &[&str] = &[
     "--set",
     "broker.session.timeout.ms=3000",
@@ -48,29 +54,6 @@ const BROKER_SETTINGS: &[&str] = &[
     "--set",
     "replica.lag.time.max.ms=5000",
 ];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` after [`GUARD`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            started.elapsed() < GUARD,
-            "gave up after {GUARD:?} waiting for: {what}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn bootstrap(brokers: &[BrokerProcess]) -> String {
     brokers

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use harness::proxy::Proxy;
 use harness::{BrokerProcess, NodeSpec, free_port};
+use harness::{block_on, bootstrap_of};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
@@ -67,6 +68,11 @@ const REPLICAS: usize = 3;
 /// Failure guard for anything the cluster should do "soon"; never a performance assert.
 const GUARD: Duration = Duration::from_secs(60);
 
+/// [`harness::wait_for`] with this file's [`GUARD`].
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    harness::wait_for(what, GUARD, f)
+}
+
 /// Broker settings every node gets.
 const BROKER_SETTINGS: &[&str] = &[
     "--set",
@@ -86,29 +92,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` after [`GUARD`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            started.elapsed() < GUARD,
-            "gave up after {GUARD:?} waiting for: {what}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -683,14 +666,6 @@ fn verify_replicas_agree(brokers: &[BrokerProcess], high: &BTreeMap<i32, i64>) {
         }
     }
     report(problems, "the replicas' logs below the high watermark");
-}
-
-fn bootstrap_of(brokers: &[BrokerProcess]) -> String {
-    brokers
-        .iter()
-        .map(BrokerProcess::bootstrap)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn index_of(brokers: &[BrokerProcess], node: i32) -> usize {

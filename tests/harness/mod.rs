@@ -292,3 +292,39 @@ pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr")
 }
+
+/// Runs `f` to completion on a fresh current-thread tokio runtime (for rdkafka's async
+/// admin calls from synchronous tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` after `guard` (a
+/// failure guard for something the cluster should do soon, never a performance check).
+pub fn wait_for<T>(what: &str, guard: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < guard,
+            "gave up after {guard:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The bootstrap list of the brokers that are running.
+pub fn bootstrap_of(brokers: &[BrokerProcess]) -> String {
+    brokers
+        .iter()
+        .filter(|b| b.is_running())
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",")
+}
