@@ -22,20 +22,21 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::BrokerProcess;
 use harness::block_on;
+use harness::delivery::{Acked, Recorder, Recording, value_of};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Failure guard for anything the cluster should do "soon"; never a performance assert.
@@ -155,44 +156,6 @@ fn wait_in_sync(bootstrap: &str, topic: &str) -> BTreeMap<i32, PartitionView> {
 // ---------------------------------------------------------------------------------------
 // The producer load
 // ---------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-struct Acked {
-    partition: i32,
-    offset: i64,
-    seq: u64,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct Recorder {
-    acked: Mutex<Vec<Acked>>,
-    failed: Mutex<Vec<(u64, String)>>,
-}
-
-struct Recording(Arc<Recorder>);
-
-impl ClientContext for Recording {}
-
-impl ProducerContext for Recording {
-    type DeliveryOpaque = Box<u64>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
-        match result {
-            Ok(m) => self.0.acked.lock().unwrap().push(Acked {
-                partition: m.partition(),
-                offset: m.offset(),
-                seq: *seq,
-                at: Instant::now(),
-            }),
-            Err((e, _)) => self.0.failed.lock().unwrap().push((*seq, e.to_string())),
-        }
-    }
-}
-
-fn value_of(seq: u64) -> String {
-    format!("seq-{seq}")
-}
 
 /// A producer thread writing `seq-<n>` records (key `<n>`) with `acks=all` until stopped.
 struct Load {

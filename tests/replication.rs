@@ -35,12 +35,13 @@ mod harness;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use harness::delivery::{Acked, Recorder, Recording, value_of};
 use harness::proxy::Proxy;
 use harness::{BrokerProcess, NodeSpec, free_port};
 use harness::{block_on, bootstrap_of};
@@ -51,15 +52,12 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext,
-    ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "events";
@@ -217,44 +215,6 @@ fn leader_of(bootstrap: &str, partition: i32) -> i32 {
 // ---------------------------------------------------------------------------------------
 // The producer load
 // ---------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-struct Acked {
-    partition: i32,
-    offset: i64,
-    seq: u64,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct Recorder {
-    acked: Mutex<Vec<Acked>>,
-    failed: Mutex<Vec<(u64, String)>>,
-}
-
-struct Recording(Arc<Recorder>);
-
-impl ClientContext for Recording {}
-
-impl ProducerContext for Recording {
-    type DeliveryOpaque = Box<u64>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
-        match result {
-            Ok(m) => self.0.acked.lock().unwrap().push(Acked {
-                partition: m.partition(),
-                offset: m.offset(),
-                seq: *seq,
-                at: Instant::now(),
-            }),
-            Err((e, _)) => self.0.failed.lock().unwrap().push((*seq, e.to_string())),
-        }
-    }
-}
-
-fn value_of(seq: u64) -> String {
-    format!("seq-{seq}")
-}
 
 /// A producer thread writing `seq-<n>` records (key `<n>`) with acks=all until stopped.
 struct Load {

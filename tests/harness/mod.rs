@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod delivery;
 pub mod proxy;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
