@@ -167,6 +167,7 @@ async fn run(shared: Arc<Shared>, node_id: i32, brokers: Arc<RwLock<HashMap<i32,
     let client_id = format!("cairn-replica-fetcher-{node_id}");
     let mut connection: Option<Connection> = None;
     let mut failures = 0u32;
+    let mut catch_up: HashMap<Key, CatchUp> = HashMap::new();
     tracing::debug!(leader, "replica fetcher started");
     while !shared.stopped.load(Ordering::Acquire) {
         let now = Instant::now();
@@ -220,7 +221,11 @@ async fn run(shared: Arc<Shared>, node_id: i32, brokers: Arc<RwLock<HashMap<i32,
         let result = if !truncating.is_empty() {
             truncate(&shared, conn, node_id, truncating).await
         } else {
-            fetch(&shared, conn, node_id, fetching).await
+            {
+                let followed = shared.partitions.lock();
+                catch_up.retain(|k, _| followed.contains_key(k));
+            }
+            fetch(&shared, conn, node_id, fetching, &mut catch_up).await
         };
         if let Err(e) = result {
             tracing::warn!(leader, "replica fetcher: {e:#}; reconnecting");
@@ -392,11 +397,61 @@ fn finish_truncation(
     }
 }
 
+/// Progress of a follower that is far behind its leader, for the catch-up log lines.
+struct CatchUp {
+    started: Instant,
+    start_offset: i64,
+    last_logged: Instant,
+}
+
+/// A follower this many records behind the leader's high watermark logs its catch-up.
+const CATCH_UP_LOG_LAG: i64 = 10_000;
+/// How often a catching-up follower logs its progress.
+const CATCH_UP_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Logs a lagging follower's progress every [`CATCH_UP_LOG_INTERVAL`] (records behind,
+/// rate, estimate) and once when it has caught up.
+fn log_catch_up(progress: &mut HashMap<Key, CatchUp>, key: &Key, leo: i64, leader_hw: i64) {
+    let now = Instant::now();
+    let behind = leader_hw - leo;
+    match progress.get_mut(key) {
+        None if behind >= CATCH_UP_LOG_LAG => {
+            tracing::info!(topic = %key.0, partition = key.1, behind, "replica catching up with its leader");
+            progress.insert(
+                key.clone(),
+                CatchUp {
+                    started: now,
+                    start_offset: leo,
+                    last_logged: now,
+                },
+            );
+        }
+        None => {}
+        Some(c) if behind <= 0 => {
+            tracing::info!(topic = %key.0, partition = key.1, records = leo - c.start_offset, elapsed_ms = c.started.elapsed().as_millis() as u64, "replica caught up with its leader");
+            progress.remove(key);
+        }
+        Some(c) if now.duration_since(c.last_logged) >= CATCH_UP_LOG_INTERVAL => {
+            let secs = c.started.elapsed().as_secs_f64().max(0.001);
+            let rate = (leo - c.start_offset) as f64 / secs;
+            let eta_s = if rate > 0.0 {
+                behind as f64 / rate
+            } else {
+                f64::INFINITY
+            };
+            tracing::info!(topic = %key.0, partition = key.1, behind, records_per_s = rate as u64, eta_s = eta_s.ceil(), "replica catching up with its leader");
+            c.last_logged = now;
+        }
+        Some(_) => {}
+    }
+}
+
 async fn fetch(
     shared: &Shared,
     conn: &mut Connection,
     node_id: i32,
     partitions: Vec<(Key, Followed)>,
+    catch_up: &mut HashMap<Key, CatchUp>,
 ) -> anyhow::Result<()> {
     let version = conn.version_capped::<FetchRequest>(12)?;
     let mut asked: HashMap<Key, (Followed, i64)> = HashMap::new();
@@ -531,14 +586,15 @@ async fn fetch(
                         });
                     }
                 }
-                (key, f.leader_epoch, outcome)
+                let leo = f.partition.log_end_offset();
+                (key, f.leader_epoch, outcome, leo, hw)
             })
             .collect::<Vec<_>>()
     })
     .await?;
-    for (key, epoch, outcome) in outcomes {
+    for (key, epoch, outcome, leo, leader_hw) in outcomes {
         match outcome {
-            Ok(()) => {}
+            Ok(()) => log_catch_up(catch_up, &key, leo, leader_hw),
             Err(cairn_log::LogError::NotContiguous { expected, got }) => {
                 tracing::warn!(topic = %key.0, partition = key.1, expected, got, "leader sent batches that do not continue this log; truncating again");
                 update(shared, &key, epoch, |e| e.truncating = true);
