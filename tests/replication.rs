@@ -374,10 +374,13 @@ struct Outcome {
 // Verification through a consumer
 // ---------------------------------------------------------------------------------------
 
-/// Reads every partition to its high watermark and checks the acknowledged records.
-/// `foreign` values may never appear (writes nobody may have acknowledged). Returns each
-/// partition's high watermark.
-fn verify_consumed(bootstrap: &str, outcome: &Outcome, foreign: &[String]) -> BTreeMap<i32, i64> {
+/// Per partition: `(offset, value)` in the order consumed.
+type Consumed = BTreeMap<i32, Vec<(i64, String)>>;
+
+/// Reads every partition of `events` from offset 0 to its high watermark (read_uncommitted)
+/// and returns, per partition, `(offset, value)` in the order consumed, and the high
+/// watermarks.
+fn read_all_partitions(bootstrap: &str) -> (Consumed, BTreeMap<i32, i64>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "replication-test-verify")
@@ -403,9 +406,7 @@ fn verify_consumed(bootstrap: &str, outcome: &Outcome, foreign: &[String]) -> BT
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-
-    // Per partition: offset → value, in the order consumed.
-    let mut logs: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let mut logs = Consumed::new();
     let mut next: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
     let started = Instant::now();
     while (0..PARTITIONS).any(|p| next[&p] < high[&p]) {
@@ -426,6 +427,14 @@ fn verify_consumed(bootstrap: &str, outcome: &Outcome, foreign: &[String]) -> BT
             }
         }
     }
+    (logs, high)
+}
+
+/// Reads every partition to its high watermark and checks the acknowledged records.
+/// `foreign` values may never appear (writes nobody may have acknowledged). Returns each
+/// partition's high watermark.
+fn verify_consumed(bootstrap: &str, outcome: &Outcome, foreign: &[String]) -> BTreeMap<i32, i64> {
+    let (logs, high) = read_all_partitions(bootstrap);
 
     let mut problems = Vec::new();
     let valid_seq = |v: &str| {
@@ -714,49 +723,22 @@ fn acked_records_survive_leader_kills() {
 /// Reads every partition to its high watermark: per partition, the `seq-<n>` numbers in
 /// offset order, with their offsets.
 fn consumed_seqs(bootstrap: &str) -> BTreeMap<i32, Vec<(i64, u64)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "replication-test-seqs")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
-    let mut high = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let (_low, hw) = wait_for(&format!("the watermarks of {TOPIC}-{p}"), || {
-            consumer
-                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
-                .ok()
-        });
-        high.insert(p, hw);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut logs: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
-    let mut next: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
-    let started = Instant::now();
-    while (0..PARTITIONS).any(|p| next[&p] < high[&p]) {
-        assert!(
-            started.elapsed() < GUARD,
-            "consumer did not reach the high watermarks {high:?}; next offsets {next:?}"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
-            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-            let seq = value
-                .strip_prefix("seq-")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("unexpected value {value}"));
-            logs.entry(m.partition())
-                .or_default()
-                .push((m.offset(), seq));
-            next.insert(m.partition(), m.offset() + 1);
-        }
-    }
-    logs
+    let (logs, _high) = read_all_partitions(bootstrap);
+    logs.into_iter()
+        .map(|(p, records)| {
+            let seqs = records
+                .into_iter()
+                .map(|(offset, value)| {
+                    let seq = value
+                        .strip_prefix("seq-")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("unexpected value {value}"));
+                    (offset, seq)
+                })
+                .collect();
+            (p, seqs)
+        })
+        .collect()
 }
 
 /// An idempotent producer (`enable.idempotence=true`) writes numbered records while the
