@@ -38,14 +38,26 @@
 //! - Generations only grow; an offset commit naming a generation is accepted only for the
 //!   current generation, from a current member, outside CompletingRebalance.
 //!
+//! ## Transactional offsets (TxnOffsetCommit; Kafka's `GroupMetadataManager`, KIP-98, KIP-447)
+//! A producer's offsets are held *pending* per producer id, invisible to OffsetFetch (and
+//! UNSTABLE_OFFSET_COMMIT with `require_stable`), and written as one transactional batch
+//! ([`Effect::AppendTxnOffsets`]). The producer's COMMIT marker makes each of them the
+//! committed offset unless the partition's committed offset was written after it (the
+//! later record wins); ABORT drops them ([`GroupCoordinator::complete_txn`]). A plain
+//! tombstone (OffsetDelete, DeleteGroups, which also write tombstones for partitions that
+//! only have pending offsets) drops them too; an offset with a transaction open on it does
+//! not expire, nor does its group.
+//!
 //! ## What survives a crash
-//! Exactly what reached the log through [`Effect::Append`]: committed offsets, and each
-//! group's membership as of its last completed generation (written when the leader's
-//! assignment arrives and when the group becomes Empty). [`GroupCoordinator::replay`]
-//! rebuilds the groups from those records; members of a reloaded group must heartbeat
-//! within their session timeout or are removed.
+//! Exactly what reached the log through [`Effect::Append`] and
+//! [`Effect::AppendTxnOffsets`]: committed offsets, transactional offsets with the markers
+//! that decided them (or pending, without one), and each group's membership as of its last
+//! completed generation (written when the leader's assignment arrives and when the group
+//! becomes Empty). [`GroupCoordinator::replay`], [`GroupCoordinator::replay_txn_offset`] and
+//! [`GroupCoordinator::complete_txn`] rebuild the groups from those records in log order;
+//! members of a reloaded group must heartbeat within their session timeout or are removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -202,6 +214,35 @@ pub struct CommitRequest {
     pub offsets: Vec<OffsetCommit>,
 }
 
+/// A TxnOffsetCommit request, decoded (KIP-98; v3 adds the member fields, KIP-447).
+#[derive(Debug, Clone)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    /// The transactional producer whose transaction the offsets belong to.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1, with an empty `member_id` and no instance id, before v3 or from a producer that
+    /// does not pass the consumer's group metadata: the member is not checked.
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub offsets: Vec<OffsetCommit>,
+}
+
+/// Transactional offset records the host appends as ONE transactional batch of
+/// `producer_id` (attributes' transactional bit set, base sequence -1), so that the
+/// producer's COMMIT or ABORT marker later decides them as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnOffsetWrite {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub records: Vec<GroupRecord>,
+    /// The write's place in the partition's order (see [`StoredOffset`]): it names the
+    /// pending offsets to forget if the batch is not written.
+    write_order: u64,
+}
+
 /// A committed offset as OffsetFetch answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {
@@ -209,6 +250,10 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     pub metadata: String,
 }
+
+/// One partition's answer to an OffsetFetch with `require_stable`: its committed offset
+/// (`None` if none), or [`GroupError::UnstableOffsetCommit`].
+pub type StableOffset = Result<Option<CommittedOffset>, GroupError>;
 
 /// A member as DescribeGroups shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +292,10 @@ pub struct GroupListing {
 pub enum Effect {
     /// Append this record to the partition (before delivering answers of the same drain).
     Append(GroupRecord),
+    /// Append these records as one transactional batch (after the records before it). If
+    /// it is not written or not replicated, the host calls
+    /// [`GroupCoordinator::txn_offsets_not_written`].
+    AppendTxnOffsets(TxnOffsetWrite),
     /// Answer a parked JoinGroup.
     JoinDone {
         waiter: WaiterId,
@@ -318,7 +367,25 @@ struct Group {
     sync_deadline_ms: Option<i64>,
     /// Topics the members subscribe to, for the `consumer` protocol (OffsetDelete, expiry).
     subscribed_topics: Option<Vec<String>>,
-    offsets: BTreeMap<(String, i32), OffsetValue>,
+    offsets: BTreeMap<(String, i32), StoredOffset>,
+    /// Transactional commits awaiting their producer's COMMIT or ABORT marker: producer id
+    /// → partition → offset (Kafka's `pendingTransactionalOffsetCommits`). Not visible to
+    /// OffsetFetch; never empty maps.
+    pending_txn_offsets: BTreeMap<i64, BTreeMap<(String, i32), StoredOffset>>,
+}
+
+/// An offset as held by the coordinator, committed or pending.
+///
+/// `write_order` orders the offset's record among every offset record of the partition:
+/// replay applies records in log order and the host appends records under the state
+/// machine's lock in the order they were applied, so comparing two `write_order`s compares
+/// the log offsets of their records — the rule by which Kafka decides, when a transaction
+/// commits, whether its offset or a plain commit of the same partition is the newer one
+/// (`CommitRecordMetadataAndOffset.olderThan`: the later record wins).
+#[derive(Debug, Clone)]
+struct StoredOffset {
+    value: OffsetValue,
+    write_order: u64,
 }
 
 impl Group {
@@ -340,7 +407,25 @@ impl Group {
             sync_deadline_ms: None,
             subscribed_topics: None,
             offsets: BTreeMap::new(),
+            pending_txn_offsets: BTreeMap::new(),
         }
+    }
+
+    fn has_pending_txn_offset(&self, tp: &(String, i32)) -> bool {
+        self.pending_txn_offsets
+            .values()
+            .any(|p| p.contains_key(tp))
+    }
+
+    /// Drops every producer's pending offset of `tp` (a plain tombstone deletes them too,
+    /// as in Kafka's `OffsetMetadataManager.replay`); reports whether there was one.
+    fn remove_pending_txn_offsets(&mut self, tp: &(String, i32)) -> bool {
+        let mut removed = false;
+        self.pending_txn_offsets.retain(|_, p| {
+            removed |= p.remove(tp).is_some();
+            !p.is_empty()
+        });
+        removed
     }
 
     fn transition(&mut self, to: GroupState, now_ms: i64) {
@@ -560,6 +645,11 @@ pub struct GroupCoordinator {
     member_id_seed: u64,
     member_id_counter: u64,
     next_offset_expiry_check_ms: i64,
+    /// The next [`StoredOffset::write_order`].
+    next_write_order: u64,
+    /// producer id → groups that hold (or held) pending offsets of it (Kafka's
+    /// `openGroupsForProducer`); may name groups since removed or completed, never misses one.
+    open_txn_groups: BTreeMap<i64, BTreeSet<String>>,
 }
 
 impl GroupCoordinator {
@@ -573,6 +663,8 @@ impl GroupCoordinator {
             member_id_seed,
             member_id_counter: 0,
             next_offset_expiry_check_ms: i64::MIN,
+            next_write_order: 0,
+            open_txn_groups: BTreeMap::new(),
         }
     }
 
@@ -583,6 +675,12 @@ impl GroupCoordinator {
     /// Everything the host must do since the last call, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
+    }
+
+    fn stored(&mut self, value: OffsetValue) -> StoredOffset {
+        let write_order = self.next_write_order;
+        self.next_write_order += 1;
+        StoredOffset { value, write_order }
     }
 
     fn new_member_id(&mut self, client_id: &str) -> String {
@@ -1373,9 +1471,15 @@ impl GroupCoordinator {
                 expire_timestamp_ms: (req.retention_time_ms > 0)
                     .then(|| now_ms.saturating_add(req.retention_time_ms)),
             };
-            group
-                .offsets
-                .insert((c.topic.clone(), c.partition), value.clone());
+            let write_order = self.next_write_order;
+            self.next_write_order += 1;
+            group.offsets.insert(
+                (c.topic.clone(), c.partition),
+                StoredOffset {
+                    value: value.clone(),
+                    write_order,
+                },
+            );
             self.effects.push(Effect::Append(GroupRecord::Offset {
                 group_id: req.group_id.clone(),
                 topic: c.topic.clone(),
@@ -1385,6 +1489,182 @@ impl GroupCoordinator {
             results.push(Ok(()));
         }
         Ok(results)
+    }
+
+    // ------------------------------------------------------- transactional offsets
+
+    /// TxnOffsetCommit (Kafka's `handleTxnCommitOffsets` and `storeOffsets` with a producer
+    /// id): checks the member like OffsetCommit when the request names one (KIP-447), holds
+    /// each accepted offset as *pending* for `producer_id` — invisible to OffsetFetch until
+    /// [`complete_txn`](Self::complete_txn) commits it — and emits their records as one
+    /// [`Effect::AppendTxnOffsets`]. Unlike OffsetCommit, a request without member fields is
+    /// accepted whatever the group's state (older producers cannot send them), and
+    /// CompletingRebalance does not refuse it. A missing group is created Empty. The outer
+    /// error applies to every partition.
+    pub fn txn_commit_offsets(
+        &mut self,
+        req: &TxnCommitRequest,
+        now_ms: i64,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        if req.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let managed =
+            req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some();
+        if managed {
+            let fresh;
+            let group = match self.groups.get(&req.group_id) {
+                Some(g) => g,
+                None => {
+                    fresh = Group::new(&req.group_id, now_ms);
+                    &fresh
+                }
+            };
+            group.validate_member(&req.member_id, req.group_instance_id.as_deref())?;
+            if req.generation_id != group.generation_id {
+                return Err(GroupError::IllegalGeneration {
+                    generation_id: req.generation_id,
+                    current_generation_id: group.generation_id,
+                });
+            }
+        }
+        let write_order = self.next_write_order;
+        let mut results = Vec::with_capacity(req.offsets.len());
+        let mut accepted = Vec::new();
+        for c in &req.offsets {
+            let metadata = c.metadata.clone().unwrap_or_default();
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                results.push(Err(GroupError::OffsetMetadataTooLarge {
+                    bytes: metadata.len(),
+                    max_bytes: self.config.offset_metadata_max_bytes,
+                }));
+                continue;
+            }
+            accepted.push((
+                (c.topic.clone(), c.partition),
+                OffsetValue {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata,
+                    commit_timestamp_ms: now_ms,
+                    expire_timestamp_ms: None,
+                },
+            ));
+            results.push(Ok(()));
+        }
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        // One order for the whole batch: Kafka compares batch base offsets.
+        self.next_write_order += 1;
+        let group = self
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(&req.group_id, now_ms));
+        let pending = group
+            .pending_txn_offsets
+            .entry(req.producer_id)
+            .or_default();
+        let mut records = Vec::with_capacity(accepted.len());
+        for (tp, value) in accepted {
+            records.push(GroupRecord::Offset {
+                group_id: req.group_id.clone(),
+                topic: tp.0.clone(),
+                partition: tp.1,
+                value: Some(value.clone()),
+            });
+            pending.insert(tp, StoredOffset { value, write_order });
+        }
+        self.open_txn_groups
+            .entry(req.producer_id)
+            .or_default()
+            .insert(req.group_id.clone());
+        self.effects.push(Effect::AppendTxnOffsets(TxnOffsetWrite {
+            group_id: req.group_id.clone(),
+            producer_id: req.producer_id,
+            producer_epoch: req.producer_epoch,
+            records,
+            write_order,
+        }));
+        Ok(results)
+    }
+
+    /// The batch of `write` was not appended, or not replicated in time: its pending offsets
+    /// are forgotten (Kafka's `failPendingTxnOffsetCommit`), unless a later write of the same
+    /// producer replaced them. The producer retries or aborts.
+    pub fn txn_offsets_not_written(&mut self, write: &TxnOffsetWrite) {
+        let Some(group) = self.groups.get_mut(&write.group_id) else {
+            return;
+        };
+        let Some(pending) = group.pending_txn_offsets.get_mut(&write.producer_id) else {
+            return;
+        };
+        pending.retain(|_, s| s.write_order != write.write_order);
+        if pending.is_empty() {
+            group.pending_txn_offsets.remove(&write.producer_id);
+        }
+    }
+
+    /// A COMMIT (`commit`) or ABORT marker of `producer_id` is in the partition's log (Kafka's
+    /// `handleTxnCompletion`, and its loader on a control batch): every pending offset of
+    /// that producer, in every group of this partition, becomes the committed offset on
+    /// COMMIT — unless the partition's committed offset was written after it (a later plain
+    /// OffsetCommit wins, by log order) — and is dropped on ABORT. Writes nothing: the
+    /// marker itself is the record. Returns how many offsets became committed.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) -> usize {
+        let mut materialised = 0;
+        let Some(groups) = self.open_txn_groups.remove(&producer_id) else {
+            return 0;
+        };
+        for group_id in groups {
+            let Some(group) = self.groups.get_mut(&group_id) else {
+                continue;
+            };
+            let Some(pending) = group.pending_txn_offsets.remove(&producer_id) else {
+                continue;
+            };
+            if !commit {
+                continue;
+            }
+            for (tp, p) in pending {
+                let newer = group
+                    .offsets
+                    .get(&tp)
+                    .is_none_or(|current| current.write_order < p.write_order);
+                if newer {
+                    group.offsets.insert(tp, p);
+                    materialised += 1;
+                }
+            }
+        }
+        materialised
+    }
+
+    /// OffsetFetch with `require_stable` (v7+, KIP-447): like
+    /// [`fetch_offsets`](Self::fetch_offsets), but a partition with a pending transactional
+    /// offset answers [`GroupError::UnstableOffsetCommit`] — the consumer retries until the
+    /// transaction is decided.
+    pub fn fetch_stable_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Vec<((String, i32), StableOffset)> {
+        let group = self.groups.get(group_id);
+        self.fetch_offsets(group_id, partitions)
+            .into_iter()
+            .map(|(tp, committed)| {
+                let result = if group.is_some_and(|g| g.has_pending_txn_offset(&tp)) {
+                    Err(GroupError::UnstableOffsetCommit {
+                        group_id: group_id.to_owned(),
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                    })
+                } else {
+                    Ok(committed)
+                };
+                (tp, result)
+            })
+            .collect()
     }
 
     /// OffsetFetch: the committed offset of each asked partition (`None` if none), or of
@@ -1398,6 +1678,7 @@ impl GroupCoordinator {
         let committed = |tp: &(String, i32)| {
             group
                 .and_then(|g| g.offsets.get(tp))
+                .map(|s| &s.value)
                 .map(|v| CommittedOffset {
                     offset: v.offset,
                     leader_epoch: v.leader_epoch,
@@ -1446,7 +1727,12 @@ impl GroupCoordinator {
                 }));
                 continue;
             }
-            if group.offsets.remove(&(topic.clone(), *partition)).is_some() {
+            let tp = (topic.clone(), *partition);
+            let committed = group.offsets.remove(&tp).is_some();
+            // A tombstone deletes the pending transactional offsets of the partition too
+            // (Kafka writes one if either exists).
+            let pending = group.remove_pending_txn_offsets(&tp);
+            if committed || pending {
                 self.effects.push(Effect::Append(GroupRecord::Offset {
                     group_id: group_id.to_owned(),
                     topic: topic.clone(),
@@ -1485,7 +1771,17 @@ impl GroupCoordinator {
     fn remove_group(&mut self, group_id: &str, now_ms: i64) {
         let mut group = self.groups.remove(group_id).expect("exists");
         assert!(group.members.is_empty(), "only an Empty group is removed");
-        for (topic, partition) in group.offsets.keys() {
+        // Pending transactional offsets go with the group. Partitions that have only those
+        // get a tombstone too (Kafka's `deleteAllOffsets`): once compaction has removed the
+        // group's tombstone, no transactional record may bring the offset back on a reload.
+        let pending_only: BTreeSet<(String, i32)> = group
+            .pending_txn_offsets
+            .values()
+            .flat_map(|p| p.keys())
+            .filter(|tp| !group.offsets.contains_key(*tp))
+            .cloned()
+            .collect();
+        for (topic, partition) in group.offsets.keys().chain(pending_only.iter()) {
             self.effects.push(Effect::Append(GroupRecord::Offset {
                 group_id: group_id.to_owned(),
                 topic: topic.clone(),
@@ -1695,8 +1991,11 @@ impl GroupCoordinator {
         let expired: Vec<(String, i32)> = group
             .offsets
             .iter()
-            .filter(|((topic, _), v)| {
-                !subscribed.contains(topic)
+            .map(|(tp, s)| (tp, &s.value))
+            .filter(|(tp, v)| {
+                // An offset with a transaction still open on it stays (Kafka).
+                !subscribed.contains(&tp.0)
+                    && !group.has_pending_txn_offset(tp)
                     && match v.expire_timestamp_ms {
                         Some(expire) => now_ms >= expire,
                         None => now_ms - base(v) >= retention_ms,
@@ -1716,6 +2015,7 @@ impl GroupCoordinator {
         let group = &self.groups[group_id];
         if group.state == GroupState::Empty
             && group.offsets.is_empty()
+            && group.pending_txn_offsets.is_empty()
             && group.pending_members.is_empty()
         {
             self.remove_group(group_id, now_ms);
@@ -1733,16 +2033,19 @@ impl GroupCoordinator {
                 partition,
                 value,
             } => {
+                let stored = value.map(|v| self.stored(v));
                 let group = self
                     .groups
                     .entry(group_id.clone())
                     .or_insert_with(|| Group::new(&group_id, now_ms));
-                match value {
-                    Some(v) => {
-                        group.offsets.insert((topic, partition), v);
+                let tp = (topic, partition);
+                match stored {
+                    Some(s) => {
+                        group.offsets.insert(tp, s);
                     }
                     None => {
-                        group.offsets.remove(&(topic, partition));
+                        group.offsets.remove(&tp);
+                        group.remove_pending_txn_offsets(&tp);
                     }
                 }
             }
@@ -1809,6 +2112,50 @@ impl GroupCoordinator {
                     group.leader_id = group.members.keys().next().cloned();
                 }
                 group.compute_subscribed_topics();
+            }
+        }
+    }
+
+    /// Applies one record of a transactional batch of `producer_id` read back from the
+    /// partition, in log order: an offset is held pending until the producer's marker is
+    /// replayed with [`complete_txn`](Self::complete_txn) (or arrives later through the
+    /// host); a tombstone drops that producer's pending offset (Kafka's loader). Other
+    /// records are replayed as usual.
+    pub fn replay_txn_offset(&mut self, producer_id: i64, record: GroupRecord, now_ms: i64) {
+        let GroupRecord::Offset {
+            group_id,
+            topic,
+            partition,
+            value,
+        } = record
+        else {
+            return self.replay(record, now_ms);
+        };
+        let stored = value.map(|v| self.stored(v));
+        let group = self
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group::new(&group_id, now_ms));
+        let tp = (topic, partition);
+        match stored {
+            Some(s) => {
+                group
+                    .pending_txn_offsets
+                    .entry(producer_id)
+                    .or_default()
+                    .insert(tp, s);
+                self.open_txn_groups
+                    .entry(producer_id)
+                    .or_default()
+                    .insert(group_id);
+            }
+            None => {
+                if let Some(pending) = group.pending_txn_offsets.get_mut(&producer_id) {
+                    pending.remove(&tp);
+                    if pending.is_empty() {
+                        group.pending_txn_offsets.remove(&producer_id);
+                    }
+                }
             }
         }
     }
@@ -1884,6 +2231,19 @@ impl GroupCoordinator {
                 g.state == GroupState::PreparingRebalance,
                 g.join_timer.is_some()
             );
+            for (producer_id, pending) in &g.pending_txn_offsets {
+                assert!(!pending.is_empty(), "no empty pending map");
+                assert!(
+                    self.open_txn_groups
+                        .get(producer_id)
+                        .is_some_and(|gs| gs.contains(&g.group_id)),
+                    "group {} with pending offsets of producer {producer_id} is indexed",
+                    g.group_id
+                );
+                for s in pending.values().chain(g.offsets.values()) {
+                    assert!(s.write_order < self.next_write_order);
+                }
+            }
         }
     }
 }

@@ -63,6 +63,16 @@ pub enum GroupError {
     /// Commit metadata longer than `offset.metadata.max.bytes` (OFFSET_METADATA_TOO_LARGE).
     #[error("offset metadata of {bytes} bytes exceeds {max_bytes} bytes")]
     OffsetMetadataTooLarge { bytes: usize, max_bytes: usize },
+    /// OffsetFetch with `require_stable`: a transaction that committed an offset of this
+    /// partition is not decided yet; retry (UNSTABLE_OFFSET_COMMIT).
+    #[error(
+        "group '{group_id}' has a pending transactional offset for {topic}-{partition}: retry once the transaction is committed or aborted"
+    )]
+    UnstableOffsetCommit {
+        group_id: String,
+        topic: String,
+        partition: i32,
+    },
     /// Protocol metadata or an assignment larger than the configured bound (INVALID_REQUEST).
     #[error("{what} of {bytes} bytes exceeds {max_bytes} bytes")]
     MemberMetadataTooLarge {

@@ -3,7 +3,9 @@
 //! Owns consumer groups of the classic protocol (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup; Kafka's protocol guide and KIP-62, KIP-345, KIP-394, KIP-814) and the
 //! offsets they commit (OffsetCommit, OffsetFetch, OffsetDelete, DeleteGroups, expiry by
-//! `offsets.retention.minutes`, KIP-211). One [`GroupCoordinator`] holds the groups of one
+//! `offsets.retention.minutes`, KIP-211), including offsets committed inside a producer's
+//! transaction (TxnOffsetCommit, KIP-98 and KIP-447), which stay pending until the
+//! transaction's COMMIT or ABORT marker decides them. One [`GroupCoordinator`] holds the groups of one
 //! `__consumer_offsets` partition; [`records`] is the byte format of that partition.
 //!
 //! ## What it must never do
@@ -74,7 +76,8 @@ pub mod records;
 pub use coordinator::{
     CommitRequest, CommittedOffset, Effect, GroupConfig, GroupCoordinator, GroupDescription,
     GroupListing, GroupState, JoinRequest, JoinResponse, JoinedMember, MemberDescription,
-    OffsetCommit, SyncRequest, SyncResponse, WaiterId,
+    OffsetCommit, StableOffset, SyncRequest, SyncResponse, TxnCommitRequest, TxnOffsetWrite,
+    WaiterId,
 };
 pub use error::GroupError;
 pub use records::{GroupRecord, GroupValue, MemberValue, OffsetValue, RecordFormatError};

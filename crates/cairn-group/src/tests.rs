@@ -610,6 +610,537 @@ fn replaying_the_emitted_records_rebuilds_groups_and_offsets() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Transactional offset commits (TxnOffsetCommit, markers, require_stable).
+
+/// What the broker writes to the offsets partition, in log order.
+#[derive(Debug, Clone)]
+enum Logged {
+    Plain(GroupRecord),
+    /// One transactional batch of a producer.
+    Txn(i64, Vec<GroupRecord>),
+    /// A COMMIT (true) or ABORT marker of a producer.
+    Marker(i64, bool),
+}
+
+fn txn_req(producer_id: i64, offsets: &[(&str, i32, i64)]) -> TxnCommitRequest {
+    TxnCommitRequest {
+        group_id: "g".into(),
+        producer_id,
+        producer_epoch: 0,
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        offsets: offsets
+            .iter()
+            .map(|(topic, partition, offset)| OffsetCommit {
+                topic: topic.to_string(),
+                partition: *partition,
+                offset: *offset,
+                leader_epoch: 2,
+                metadata: Some("txn".into()),
+            })
+            .collect(),
+    }
+}
+
+fn plain_req(offsets: &[(&str, i32, i64)]) -> CommitRequest {
+    CommitRequest {
+        group_id: "g".into(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        retention_time_ms: -1,
+        offsets: txn_req(0, offsets).offsets,
+    }
+}
+
+/// Moves the coordinator's records to the log as the broker appends them.
+fn drain(c: &mut GroupCoordinator, log: &mut Vec<Logged>) {
+    for e in c.take_effects() {
+        match e {
+            Effect::Append(r) => log.push(Logged::Plain(r)),
+            Effect::AppendTxnOffsets(w) => log.push(Logged::Txn(w.producer_id, w.records)),
+            Effect::JoinDone { .. } | Effect::SyncDone { .. } => {}
+        }
+    }
+}
+
+/// A marker reaches the log, then the coordinator (the WriteTxnMarkers hook).
+fn complete(c: &mut GroupCoordinator, log: &mut Vec<Logged>, producer_id: i64, commit: bool) {
+    log.push(Logged::Marker(producer_id, commit));
+    c.complete_txn(producer_id, commit);
+    c.check_invariants();
+}
+
+/// Loads a new coordinator from the log, records round-tripped through their bytes.
+fn reload(log: &[Logged]) -> GroupCoordinator {
+    let mut c = GroupCoordinator::new(config(0), 2);
+    let decoded = |r: &GroupRecord| {
+        let (k, v) = r.encode();
+        GroupRecord::decode(&k, v.as_deref()).unwrap().unwrap()
+    };
+    for entry in log {
+        match entry {
+            Logged::Plain(r) => c.replay(decoded(r), 100),
+            Logged::Txn(producer_id, records) => {
+                for r in records {
+                    c.replay_txn_offset(*producer_id, decoded(r), 100);
+                }
+            }
+            Logged::Marker(producer_id, commit) => {
+                c.complete_txn(*producer_id, *commit);
+            }
+        }
+    }
+    c.finish_loading(100);
+    c.check_invariants();
+    c
+}
+
+fn committed(c: &GroupCoordinator, topic: &str, partition: i32) -> Option<i64> {
+    c.fetch_offsets("g", Some(&[(topic.to_owned(), partition)]))[0]
+        .1
+        .as_ref()
+        .map(|o| o.offset)
+}
+
+type Stable = Vec<((String, i32), Result<Option<i64>, GroupError>)>;
+
+fn stable(c: &GroupCoordinator, partitions: &[(&str, i32)]) -> Stable {
+    let tps: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|(t, p)| (t.to_string(), *p))
+        .collect();
+    c.fetch_stable_offsets("g", Some(&tps))
+        .into_iter()
+        .map(|(tp, r)| (tp, r.map(|o| o.map(|o| o.offset))))
+        .collect()
+}
+
+/// The live coordinator and one reloaded from `log` answer alike, stable or not.
+fn assert_reload_matches(c: &GroupCoordinator, log: &[Logged], partitions: &[(&str, i32)]) {
+    let reloaded = reload(log);
+    assert_eq!(stable(&reloaded, partitions), stable(c, partitions));
+    assert_eq!(
+        reloaded.fetch_offsets("g", None),
+        c.fetch_offsets("g", None)
+    );
+    assert_eq!(reloaded.list_groups(), c.list_groups());
+}
+
+#[test]
+fn txn_offsets_are_pending_until_the_commit_marker() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    assert_eq!(
+        c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10)]), 1),
+        Ok(vec![Ok(())])
+    );
+    c.check_invariants();
+    // One transactional batch of producer 7, in the OffsetCommit record format.
+    let effects = c.take_effects();
+    let [Effect::AppendTxnOffsets(w)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        (w.group_id.as_str(), w.producer_id, w.producer_epoch),
+        ("g", 7, 0)
+    );
+    assert_eq!(
+        w.records,
+        vec![GroupRecord::Offset {
+            group_id: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(OffsetValue {
+                offset: 10,
+                leader_epoch: 2,
+                metadata: "txn".into(),
+                commit_timestamp_ms: 1,
+                expire_timestamp_ms: None,
+            }),
+        }]
+    );
+    log.push(Logged::Txn(7, w.records.clone()));
+    // Pending: invisible to OffsetFetch, unstable with require_stable.
+    assert_eq!(committed(&c, "t", 0), None);
+    assert!(matches!(
+        &stable(&c, &[("t", 0)])[0].1,
+        Err(GroupError::UnstableOffsetCommit { partition: 0, .. })
+    ));
+    assert_reload_matches(&c, &log, &[("t", 0)]);
+    // Another producer's marker changes nothing.
+    complete(&mut c, &mut log, 8, true);
+    assert_eq!(committed(&c, "t", 0), None);
+    complete(&mut c, &mut log, 7, true);
+    assert_eq!(committed(&c, "t", 0), Some(10));
+    assert_eq!(stable(&c, &[("t", 0)])[0].1, Ok(Some(10)));
+    assert_eq!(c.take_effects(), vec![], "a marker writes nothing more");
+    assert_reload_matches(&c, &log, &[("t", 0)]);
+    // A second marker of the same producer is a no-op.
+    assert_eq!(c.complete_txn(7, true), 0);
+}
+
+#[test]
+fn abort_marker_drops_pending_offsets() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.commit_offsets(&plain_req(&[("t", 0, 5)]), 1).unwrap();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10), ("t", 1, 11)]), 2)
+        .unwrap();
+    drain(&mut c, &mut log);
+    assert_reload_matches(&c, &log, &[("t", 0), ("t", 1)]);
+    complete(&mut c, &mut log, 7, false);
+    assert_eq!(committed(&c, "t", 0), Some(5));
+    assert_eq!(committed(&c, "t", 1), None);
+    assert_eq!(
+        stable(&c, &[("t", 0), ("t", 1)]),
+        vec![(("t".into(), 0), Ok(Some(5))), (("t".into(), 1), Ok(None))]
+    );
+    assert_reload_matches(&c, &log, &[("t", 0), ("t", 1)]);
+}
+
+#[test]
+fn the_later_record_wins_between_a_plain_and_a_transactional_commit() {
+    // Transaction first, plain commit after it: the plain one is newer and stays.
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10), ("t", 1, 11)]), 1)
+        .unwrap();
+    c.commit_offsets(&plain_req(&[("t", 0, 20)]), 2).unwrap();
+    drain(&mut c, &mut log);
+    assert_eq!(committed(&c, "t", 0), Some(20));
+    complete(&mut c, &mut log, 7, true);
+    assert_eq!(committed(&c, "t", 0), Some(20));
+    assert_eq!(committed(&c, "t", 1), Some(11));
+    assert_reload_matches(&c, &log, &[("t", 0), ("t", 1)]);
+
+    // Plain commit first, transaction after it: the transaction's offset is newer.
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.commit_offsets(&plain_req(&[("t", 0, 20)]), 1).unwrap();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10)]), 2)
+        .unwrap();
+    drain(&mut c, &mut log);
+    assert_eq!(committed(&c, "t", 0), Some(20), "pending is not visible");
+    complete(&mut c, &mut log, 7, true);
+    assert_eq!(committed(&c, "t", 0), Some(10));
+    assert_reload_matches(&c, &log, &[("t", 0)]);
+
+    // Two producers on one partition: each marker decides its own offset.
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10)]), 1)
+        .unwrap();
+    c.txn_commit_offsets(&txn_req(8, &[("t", 0, 30)]), 2)
+        .unwrap();
+    drain(&mut c, &mut log);
+    complete(&mut c, &mut log, 8, true);
+    assert_eq!(committed(&c, "t", 0), Some(30));
+    assert!(
+        stable(&c, &[("t", 0)])[0].1.is_err(),
+        "producer 7 still open"
+    );
+    // Producer 7 wrote before producer 8: committing it later does not go back.
+    complete(&mut c, &mut log, 7, true);
+    assert_eq!(committed(&c, "t", 0), Some(30));
+    assert_reload_matches(&c, &log, &[("t", 0)]);
+}
+
+#[test]
+fn txn_commit_member_checks_follow_kip_447() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let ids = stable_group(&mut c, 2);
+    let managed = |member: &str, generation_id: i32, instance: Option<&str>| TxnCommitRequest {
+        generation_id,
+        member_id: member.into(),
+        group_instance_id: instance.map(Into::into),
+        ..txn_req(7, &[("t", 0, 10)])
+    };
+    assert_eq!(
+        c.txn_commit_offsets(&managed(&ids[1], 1, None), 1),
+        Ok(vec![Ok(())])
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&managed(&ids[1], 2, None), 1),
+        Err(GroupError::IllegalGeneration {
+            generation_id: 2,
+            current_generation_id: 1
+        })
+    );
+    assert!(matches!(
+        c.txn_commit_offsets(&managed("nobody", 1, None), 1),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    assert!(matches!(
+        c.txn_commit_offsets(&managed(&ids[1], 1, Some("unknown-instance")), 1),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    // Without member fields (v0–v2, or a producer without the consumer's metadata) the
+    // group's members are not checked, unlike OffsetCommit.
+    assert_eq!(
+        c.txn_commit_offsets(&txn_req(8, &[("t", 1, 1)]), 1),
+        Ok(vec![Ok(())])
+    );
+    assert!(matches!(
+        c.commit_offsets(&plain_req(&[("t", 1, 1)]), 1),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    // A rebalance does not refuse it either (Kafka checks only member and generation).
+    c.join_group(50, join_req(&ids[0], None, &["range"]), 2);
+    assert_eq!(
+        c.group_state("g"),
+        Some((GroupState::PreparingRebalance, 1))
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&managed(&ids[1], 1, None), 2),
+        Ok(vec![Ok(())])
+    );
+    c.check_invariants();
+
+    // A static member: another member id with its instance id is fenced.
+    let mut c = GroupCoordinator::new(config(0), 1);
+    c.join_group(1, join_req("", Some("i"), &["range"]), 0);
+    c.tick(0);
+    let member = match joins(&c.take_effects()).remove(&1) {
+        Some(Ok(j)) => j.member_id,
+        other => panic!("{other:?}"),
+    };
+    c.sync_group(2, sync_req(&member, 1, &[(&member, "a")]), 1);
+    c.take_effects();
+    assert!(matches!(
+        c.txn_commit_offsets(&managed("other", 1, Some("i")), 2),
+        Err(GroupError::FencedInstanceId { .. })
+    ));
+    assert_eq!(
+        c.txn_commit_offsets(&managed(&member, 1, Some("i")), 2),
+        Ok(vec![Ok(())])
+    );
+
+    // A missing group: a member-less commit creates it Empty; a member's commit is refused
+    // and leaves nothing behind.
+    let mut c = GroupCoordinator::new(config(0), 1);
+    assert!(matches!(
+        c.txn_commit_offsets(&managed("m", 1, None), 1),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    assert_eq!(c.list_groups(), vec![]);
+    assert_eq!(c.take_effects(), vec![]);
+    assert_eq!(
+        c.txn_commit_offsets(
+            &TxnCommitRequest {
+                group_id: String::new(),
+                ..txn_req(7, &[])
+            },
+            1
+        ),
+        Err(GroupError::InvalidGroupId)
+    );
+}
+
+#[test]
+fn txn_commit_refuses_oversized_metadata_per_partition() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut req = txn_req(7, &[("t", 0, 10), ("t", 1, 11)]);
+    req.offsets[0].metadata = Some("x".repeat(c.config().offset_metadata_max_bytes + 1));
+    let results = c.txn_commit_offsets(&req, 1).unwrap();
+    assert!(matches!(
+        results[0],
+        Err(GroupError::OffsetMetadataTooLarge { .. })
+    ));
+    assert_eq!(results[1], Ok(()));
+    let effects = c.take_effects();
+    let [Effect::AppendTxnOffsets(w)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(w.records.len(), 1, "only the accepted partition is written");
+    // Nothing accepted: nothing written.
+    req.offsets.truncate(1);
+    assert!(c.txn_commit_offsets(&req, 2).unwrap()[0].is_err());
+    assert_eq!(c.take_effects(), vec![]);
+}
+
+#[test]
+fn require_stable_reports_only_partitions_with_pending_offsets() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    c.commit_offsets(&plain_req(&[("t", 0, 5), ("t", 1, 6)]), 1)
+        .unwrap();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10), ("u", 0, 1)]), 2)
+        .unwrap();
+    let got = stable(&c, &[("t", 0), ("t", 1), ("u", 0), ("u", 1)]);
+    assert!(matches!(
+        got[0].1,
+        Err(GroupError::UnstableOffsetCommit { .. })
+    ));
+    assert_eq!(got[1].1, Ok(Some(6)));
+    assert!(matches!(
+        got[2].1,
+        Err(GroupError::UnstableOffsetCommit { .. })
+    ));
+    assert_eq!(got[3].1, Ok(None));
+    // All partitions: those with a committed offset, the pending-only one not listed.
+    let all: Vec<_> = c
+        .fetch_stable_offsets("g", None)
+        .into_iter()
+        .map(|(tp, r)| (tp, r.is_ok()))
+        .collect();
+    assert_eq!(all, vec![(("t".into(), 0), false), (("t".into(), 1), true)]);
+    // Without require_stable: committed offsets only.
+    assert_eq!(committed(&c, "t", 0), Some(5));
+    assert_eq!(committed(&c, "u", 0), None);
+}
+
+#[test]
+fn deleting_a_group_or_an_offset_drops_pending_offsets() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.commit_offsets(&plain_req(&[("t", 1, 5)]), 1).unwrap();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10), ("t", 1, 11)]), 2)
+        .unwrap();
+    drain(&mut c, &mut log);
+    assert_eq!(c.delete_group("g", 3), Ok(()));
+    let effects = c.take_effects();
+    // Tombstones for the committed and the pending-only partition, then the group's.
+    let tombstones: Vec<_> = effects
+        .iter()
+        .map(|e| match e {
+            Effect::Append(GroupRecord::Offset {
+                topic,
+                partition,
+                value: None,
+                ..
+            }) => format!("{topic}-{partition}"),
+            Effect::Append(GroupRecord::Group { value: None, .. }) => "group".into(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(tombstones, ["t-1", "t-0", "group"]);
+    log.extend(effects.into_iter().filter_map(|e| match e {
+        Effect::Append(r) => Some(Logged::Plain(r)),
+        _ => None,
+    }));
+    complete(&mut c, &mut log, 7, true);
+    assert_eq!(c.list_groups(), vec![]);
+    assert_eq!(committed(&c, "t", 0), None);
+    assert_reload_matches(&c, &log, &[("t", 0), ("t", 1)]);
+    // Even if compaction removed the group tombstone, the offset tombstones win.
+    let compacted: Vec<_> = log
+        .iter()
+        .filter(|l| !matches!(l, Logged::Plain(GroupRecord::Group { .. })))
+        .cloned()
+        .collect();
+    assert_eq!(reload(&compacted).fetch_offsets("g", None), vec![]);
+
+    // OffsetDelete writes a tombstone for a pending-only partition and drops it.
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10)]), 1)
+        .unwrap();
+    drain(&mut c, &mut log);
+    assert_eq!(c.delete_offsets("g", &[("t".into(), 0)]), Ok(vec![Ok(())]));
+    drain(&mut c, &mut log);
+    assert!(matches!(
+        log.last(),
+        Some(Logged::Plain(GroupRecord::Offset { value: None, .. }))
+    ));
+    assert_eq!(stable(&c, &[("t", 0)])[0].1, Ok(None));
+    complete(&mut c, &mut log, 7, true);
+    assert_eq!(committed(&c, "t", 0), None);
+    assert_reload_matches(&c, &log, &[("t", 0)]);
+}
+
+#[test]
+fn an_open_transaction_keeps_its_offset_and_group_from_expiring() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let retention = c.config().offsets_retention_ms;
+    c.commit_offsets(&plain_req(&[("t", 0, 5)]), 0).unwrap();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10), ("t", 1, 11)]), 0)
+        .unwrap();
+    c.take_effects();
+    c.tick(retention + 1);
+    assert_eq!(
+        c.take_effects(),
+        vec![],
+        "nothing expires under an open transaction"
+    );
+    assert_eq!(committed(&c, "t", 0), Some(5));
+    c.complete_txn(7, false);
+    c.tick(2 * retention + 2);
+    assert_eq!(committed(&c, "t", 0), None);
+    assert_eq!(c.list_groups(), vec![], "the emptied group is removed");
+    c.check_invariants();
+}
+
+#[test]
+fn a_txn_write_that_failed_forgets_only_its_own_pending_offsets() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10)]), 1)
+        .unwrap();
+    let Some(Effect::AppendTxnOffsets(first)) = c.take_effects().pop() else {
+        panic!()
+    };
+    // The producer retried (another partition too) before the first attempt failed.
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 12), ("t", 1, 1)]), 2)
+        .unwrap();
+    let Some(Effect::AppendTxnOffsets(second)) = c.take_effects().pop() else {
+        panic!()
+    };
+    c.txn_offsets_not_written(&first);
+    c.check_invariants();
+    assert!(
+        stable(&c, &[("t", 0)])[0].1.is_err(),
+        "the retry stays pending"
+    );
+    c.txn_offsets_not_written(&second);
+    c.check_invariants();
+    assert_eq!(
+        stable(&c, &[("t", 0), ("t", 1)]),
+        vec![(("t".into(), 0), Ok(None)), (("t".into(), 1), Ok(None))]
+    );
+    assert_eq!(c.complete_txn(7, true), 0);
+}
+
+#[test]
+fn pending_offsets_survive_a_reload_and_are_decided_by_a_later_marker() {
+    let mut c = GroupCoordinator::new(config(0), 1);
+    let mut log = Vec::new();
+    c.commit_offsets(&plain_req(&[("t", 0, 1), ("t", 1, 1)]), 1)
+        .unwrap();
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 10)]), 2)
+        .unwrap();
+    c.txn_commit_offsets(&txn_req(8, &[("t", 1, 20)]), 3)
+        .unwrap();
+    c.txn_commit_offsets(&txn_req(9, &[("t", 2, 30)]), 4)
+        .unwrap();
+    drain(&mut c, &mut log);
+    complete(&mut c, &mut log, 9, true);
+    // Producer 7 commits a second batch in the same transaction.
+    c.txn_commit_offsets(&txn_req(7, &[("t", 0, 11)]), 5)
+        .unwrap();
+    drain(&mut c, &mut log);
+    let tps = [("t", 0), ("t", 1), ("t", 2)];
+    assert_reload_matches(&c, &log, &tps);
+    // Failover: the new coordinator loads the log; the open transactions stay pending and
+    // their markers come later through the hook, after a plain commit of t-1.
+    let mut reloaded = reload(&log);
+    for m in [&mut c, &mut reloaded] {
+        m.commit_offsets(&plain_req(&[("t", 1, 2)]), 6).unwrap();
+        m.complete_txn(7, true);
+        m.complete_txn(8, true);
+        m.check_invariants();
+    }
+    assert_eq!(stable(&reloaded, &tps), stable(&c, &tps));
+    assert_eq!(
+        stable(&c, &tps),
+        vec![
+            (("t".into(), 0), Ok(Some(11))),
+            (("t".into(), 1), Ok(Some(2))),
+            (("t".into(), 2), Ok(Some(30))),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Property test: simulated clients drive the coordinator with random timing.
 
 /// What a simulated consumer knows.
@@ -784,7 +1315,7 @@ impl Sim {
     fn drain(&mut self) {
         for e in self.c.take_effects() {
             match e {
-                Effect::Append(_) => {}
+                Effect::Append(_) | Effect::AppendTxnOffsets(_) => {}
                 Effect::JoinDone { waiter, result } => {
                     let Some((i, is_join)) = self.waiters.remove(&waiter) else {
                         continue; // answered to a client that has since restarted
