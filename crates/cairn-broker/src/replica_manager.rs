@@ -190,6 +190,37 @@ impl Partition {
         now_ms: i64,
         check_min_insync: bool,
     ) -> Result<LeaderAppend, AppendError> {
+        self.append_leader_with(
+            records,
+            now_ms,
+            check_min_insync,
+            PartitionLog::append_as_leader,
+        )
+    }
+
+    /// Appends batches a coordinator writes into its own partition (the group coordinator's
+    /// transactional offset commits in `__consumer_offsets`), as leader: checked like
+    /// [`Partition::append_as_leader`] (without the `min.insync.replicas` refusal: the
+    /// coordinator checks the ISR once the records are replicated), except that the
+    /// producer's sequence numbers are not checked — a coordinator's batch carries base
+    /// sequence -1 — while its epoch still is (an older epoch is refused), and a
+    /// transactional batch starts the producer's transaction in this partition
+    /// (`PartitionLog::append_as_coordinator`, Kafka's `AppendOrigin.COORDINATOR`).
+    pub fn append_as_coordinator(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<LeaderAppend, AppendError> {
+        self.append_leader_with(records, now_ms, false, PartitionLog::append_as_coordinator)
+    }
+
+    fn append_leader_with(
+        &self,
+        records: &mut [u8],
+        now_ms: i64,
+        check_min_insync: bool,
+        append: impl FnOnce(&mut PartitionLog, &mut [u8], i32, i64) -> Result<AppendInfo, LogError>,
+    ) -> Result<LeaderAppend, AppendError> {
         let role = self.role.lock();
         if role.info.leader != self.node_id {
             return Err(AppendError::Refused(
@@ -214,7 +245,7 @@ impl Partition {
             ));
         }
         let mut log = self.log.lock();
-        let info = log.append_as_leader(records, role.info.leader_epoch, now_ms)?;
+        let info = append(&mut log, records, role.info.leader_epoch, now_ms)?;
         drop(role);
         let log_start_offset = log.log_start_offset();
         let leo = log.log_end_offset();
