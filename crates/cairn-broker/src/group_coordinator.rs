@@ -68,9 +68,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cairn_group::{
     CommitRequest, CommittedOffset, Effect, GroupConfig, GroupDescription, GroupError,
-    GroupListing, GroupRecord, JoinRequest, JoinResponse, SyncRequest, SyncResponse, WaiterId,
+    GroupListing, GroupRecord, JoinRequest, JoinResponse, StableOffset, SyncRequest, SyncResponse,
+    TxnCommitRequest, TxnOffsetWrite, WaiterId,
 };
-use kafka_protocol::error::ResponseError;
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -122,6 +123,14 @@ pub enum CoordinatorError {
     /// [`OFFSETS_COMMIT_TIMEOUT_MS`] (REQUEST_TIMED_OUT).
     #[error("{0}")]
     TimedOut(String),
+    /// The log refused a TxnOffsetCommit's batch for its producer (an epoch older than the
+    /// producer's current one: INVALID_PRODUCER_EPOCH; the producer is fenced).
+    #[error("transactional offset commit refused: {0}")]
+    Producer(#[from] cairn_log::ProducerError),
+    /// A TxnOffsetCommit's batch is larger than the offsets topic accepts
+    /// (INVALID_COMMIT_OFFSET_SIZE): commit fewer partitions or shorter metadata at once.
+    #[error("{0}")]
+    CommitTooLarge(String),
     #[error(transparent)]
     Group(#[from] GroupError),
 }
@@ -135,6 +144,11 @@ pub fn coordinator_error_code(e: &CoordinatorError) -> ResponseError {
             ResponseError::CoordinatorNotAvailable
         }
         CoordinatorError::TimedOut(_) => ResponseError::RequestTimedOut,
+        CoordinatorError::Producer(p) => p
+            .kafka_code()
+            .err()
+            .unwrap_or(ResponseError::UnknownServerError),
+        CoordinatorError::CommitTooLarge(_) => ResponseError::InvalidCommitOffsetSize,
         CoordinatorError::Group(g) => group_error_code(g),
     }
 }
@@ -156,6 +170,7 @@ pub fn group_error_code(e: &GroupError) -> ResponseError {
         GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        GroupError::UnstableOffsetCommit { .. } => ResponseError::UnstableOffsetCommit,
         GroupError::MemberMetadataTooLarge { .. } => ResponseError::InvalidRequest,
     }
 }
@@ -553,6 +568,16 @@ impl GroupCoordinator {
         if matches!(durable, Err(CoordinatorError::NotCoordinator { .. })) {
             self.unload(&shard);
         }
+        if Outcome::of(&durable) == Outcome::Failed {
+            // Kafka's `failPendingTxnOffsetCommit`: the producer is told to retry (or
+            // aborts), so the offsets of a batch that did not make it stop being pending.
+            let mut s = shard.lock();
+            for e in &effects {
+                if let Effect::AppendTxnOffsets(w) = e {
+                    s.machine.txn_offsets_not_written(w);
+                }
+            }
+        }
         self.deliver(effects, Outcome::of(&durable));
         durable.map(|()| result)
     }
@@ -565,7 +590,7 @@ impl GroupCoordinator {
         broker: &Broker,
         partition: &Arc<Partition>,
         leader_epoch: i32,
-        appended: Result<Option<i64>, String>,
+        appended: Result<Option<i64>, CoordinatorError>,
         group_id: &str,
     ) -> Result<(), CoordinatorError> {
         let end = match appended {
@@ -577,7 +602,7 @@ impl GroupCoordinator {
                         group_id: group_id.to_owned(),
                     });
                 }
-                return Err(CoordinatorError::Storage(e));
+                return Err(e);
             }
         };
         let timeout = Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS);
@@ -607,7 +632,7 @@ impl GroupCoordinator {
         for e in effects {
             // NOT_COORDINATOR: dropping the sender is the answer.
             match e {
-                Effect::Append(_) => {}
+                Effect::Append(_) | Effect::AppendTxnOffsets(_) => {}
                 Effect::JoinDone { waiter, result } => {
                     if let Some(Parked {
                         waiter: Waiter::Join(tx),
@@ -729,6 +754,68 @@ impl GroupCoordinator {
         .map_err(CoordinatorError::Group)
     }
 
+    /// TxnOffsetCommit: answered once the transactional batch of the offsets is below the
+    /// high watermark (REQUEST_TIMED_OUT if not within [`OFFSETS_COMMIT_TIMEOUT_MS`], like
+    /// OffsetCommit); the offsets stay pending until [`GroupCoordinator::complete_txn`].
+    pub async fn txn_commit_offsets(
+        &self,
+        broker: &Broker,
+        req: TxnCommitRequest,
+    ) -> Result<Vec<Result<(), GroupError>>, CoordinatorError> {
+        let group_id = req.group_id.clone();
+        self.call_parking(broker, &group_id, None, |m, now| {
+            m.txn_commit_offsets(&req, now)
+        })
+        .await?
+        .map_err(CoordinatorError::Group)
+    }
+
+    /// The hook of the transaction markers: a COMMIT (`commit`) or ABORT marker of
+    /// `producer_id` has been appended to `__consumer_offsets` partition
+    /// `offsets_partition`. The pending transactional offsets of that producer in the
+    /// groups of that partition become committed (unless a plain commit of the same
+    /// partition was written after them) or are dropped (Kafka's `handleTxnCompletion`).
+    ///
+    /// The WriteTxnMarkers handler calls it after the marker is in the log and awaits it
+    /// before it answers, so that the producer's next transaction cannot commit offsets
+    /// before this one is decided here. It waits for a load of the partition in progress:
+    /// a load that started before the marker was appended may not have read it, and is
+    /// completed here once it is installed; a load that starts later reads the marker
+    /// itself. A partition not loaded here (not led, or not loaded yet) needs nothing: its
+    /// next load replays the marker from the log. Returns how many offsets became
+    /// committed.
+    pub async fn complete_txn(
+        &self,
+        offsets_partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> usize {
+        let lock = self
+            .load_locks
+            .lock()
+            .entry(offsets_partition)
+            .or_default()
+            .clone();
+        let _loading = lock.lock().await;
+        let Some(shard) = self.shards.lock().get(&offsets_partition).cloned() else {
+            return 0;
+        };
+        let mut s = shard.lock();
+        if !s.servable() {
+            // Unloaded by the next request; the new leader's load reads the marker.
+            return 0;
+        }
+        let materialised = s.machine.complete_txn(producer_id, commit);
+        tracing::debug!(
+            partition = offsets_partition,
+            producer_id,
+            commit,
+            materialised,
+            "transaction marker applied to group offsets"
+        );
+        materialised
+    }
+
     pub async fn fetch_offsets(
         &self,
         broker: &Broker,
@@ -737,6 +824,20 @@ impl GroupCoordinator {
     ) -> Result<Vec<((String, i32), Option<CommittedOffset>)>, CoordinatorError> {
         self.call(broker, group_id, |m, _| {
             m.fetch_offsets(group_id, partitions.as_deref())
+        })
+        .await
+    }
+
+    /// OffsetFetch with `require_stable`: partitions with a pending transactional offset
+    /// answer UNSTABLE_OFFSET_COMMIT.
+    pub async fn fetch_stable_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<((String, i32), StableOffset)>, CoordinatorError> {
+        self.call(broker, group_id, |m, _| {
+            m.fetch_stable_offsets(group_id, partitions.as_deref())
         })
         .await
     }
@@ -946,26 +1047,7 @@ fn load_partition(
         for batch in cairn_log::Batches::new(&info.records) {
             let (header, bytes) = batch.map_err(|e| CoordinatorError::Storage(e.to_string()))?;
             offset = header.last_offset() + 1;
-            if header.is_control() {
-                continue;
-            }
-            let decoded = cairn_log::batch::decode_records(bytes)
-                .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-            for r in decoded {
-                let Some(key) = &r.key else { continue };
-                match GroupRecord::decode(key, r.value.as_deref()) {
-                    Ok(Some(record)) => {
-                        machine.replay(record, now_ms);
-                        records += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // A record we cannot read is skipped, loudly: refusing to load
-                        // would take every group of the partition down with it.
-                        tracing::error!(partition = partition.index, error = %e, "skipping an undecodable group record");
-                    }
-                }
-            }
+            records += replay_batch(&mut machine, &header, bytes, partition.index, now_ms)?;
         }
     }
     machine.finish_loading(now_ms);
@@ -982,6 +1064,76 @@ fn load_partition(
     Ok(machine)
 }
 
+/// Replays one batch of the offsets partition (in log order) into `machine`; returns how
+/// many group records it applied.
+///
+/// - A plain batch: each record is replayed as it is.
+/// - A transactional batch (a TxnOffsetCommit): its offsets are held pending for the
+///   batch's producer id.
+/// - A control batch (a transaction marker, Kafka's loader): the producer's pending offsets
+///   are committed (COMMIT) or dropped (ABORT). Pending offsets without a marker yet stay
+///   pending after the load; their marker arrives through
+///   [`GroupCoordinator::complete_txn`].
+fn replay_batch(
+    machine: &mut cairn_group::GroupCoordinator,
+    header: &cairn_log::BatchHeader,
+    bytes: &[u8],
+    partition_index: i32,
+    now_ms: i64,
+) -> Result<u64, CoordinatorError> {
+    let decoded = cairn_log::batch::decode_records(bytes)
+        .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+    if header.is_control() {
+        match decoded
+            .first()
+            .and_then(|r| r.key.as_deref())
+            .map(parse_marker)
+        {
+            Some(Some(commit)) => {
+                machine.complete_txn(header.producer_id, commit);
+            }
+            other => {
+                tracing::warn!(partition = partition_index, base_offset = header.base_offset, marker = ?other, "skipping a control batch that is not a COMMIT or ABORT marker");
+            }
+        }
+        return Ok(0);
+    }
+    let mut records = 0;
+    for r in decoded {
+        let Some(key) = &r.key else { continue };
+        match GroupRecord::decode(key, r.value.as_deref()) {
+            Ok(Some(record)) => {
+                if header.is_transactional() {
+                    machine.replay_txn_offset(header.producer_id, record, now_ms);
+                } else {
+                    machine.replay(record, now_ms);
+                }
+                records += 1;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // A record we cannot read is skipped, loudly: refusing to load would take
+                // every group of the partition down with it.
+                tracing::error!(partition = partition_index, error = %e, "skipping an undecodable group record");
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// A transaction marker's key: `i16 version = 0, i16 type` with type 0 = ABORT, 1 = COMMIT
+/// (Kafka's `ControlRecordType`). `Some(commit)`, or `None` for another control record.
+// replaced by cairn_log::control::parse_marker at merge
+fn parse_marker(key: &[u8]) -> Option<bool> {
+    let version = i16::from_be_bytes(key.get(0..2)?.try_into().ok()?);
+    let kind = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
+    match (version, kind) {
+        (0, 0) => Some(false),
+        (0, 1) => Some(true),
+        _ => None,
+    }
+}
+
 /// The error a client gets when its answer's records could not be replicated.
 fn storage_failed<T>(_: &Result<T, GroupError>) -> GroupError {
     GroupError::CoordinatorNotAvailable {
@@ -989,45 +1141,54 @@ fn storage_failed<T>(_: &Result<T, GroupError>) -> GroupError {
     }
 }
 
-/// Appends the `Append` effects as v2 batches; reports the offset after the last appended
-/// record (`None`: nothing to append).
+/// Appends the `Append` effects as v2 batches, and each `AppendTxnOffsets` as one
+/// transactional batch of its producer, in effect order; reports the offset after the last
+/// appended record (`None`: nothing to append).
 fn append_records(
     partition: &Partition,
     effects: &[Effect],
     now_ms: i64,
-) -> Result<Option<i64>, String> {
+) -> Result<Option<i64>, CoordinatorError> {
     let mut pending: Vec<Record> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut end = None;
-    let flush = |records: &mut Vec<Record>, end: &mut Option<i64>| -> Result<(), String> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        for (i, r) in records.iter_mut().enumerate() {
-            r.offset = i as i64;
-        }
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| format!("encoding group records: {e}"))?;
-        let appended = partition
-            .append_as_leader(&mut buf, now_ms, false)
-            .map_err(|e| match e {
-                crate::replica_manager::AppendError::Refused(_, msg) => msg,
-                crate::replica_manager::AppendError::Log(e) => e.to_string(),
-            })?;
-        *end = Some(appended.info.last_offset + 1);
-        records.clear();
-        Ok(())
-    };
+    let flush =
+        |records: &mut Vec<Record>, end: &mut Option<i64>| -> Result<(), CoordinatorError> {
+            if records.is_empty() {
+                return Ok(());
+            }
+            for (i, r) in records.iter_mut().enumerate() {
+                r.offset = i as i64;
+            }
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )
+            .map_err(|e| CoordinatorError::Storage(format!("encoding group records: {e}")))?;
+            let appended = partition
+                .append_as_leader(&mut buf, now_ms, false)
+                .map_err(|e| CoordinatorError::Storage(append_error_message(e)))?;
+            *end = Some(appended.info.last_offset + 1);
+            records.clear();
+            Ok(())
+        };
     for e in effects {
-        let Effect::Append(record) = e else { continue };
+        let record = match e {
+            Effect::Append(record) => record,
+            Effect::AppendTxnOffsets(write) => {
+                // Log order is effect order: the plain records before it go first.
+                flush(&mut pending, &mut end)?;
+                pending_bytes = 0;
+                end = Some(append_txn_offsets(partition, write, now_ms)?);
+                continue;
+            }
+            Effect::JoinDone { .. } | Effect::SyncDone { .. } => continue,
+        };
         let (key, value) = record.encode();
         pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 32;
         pending.push(Record {
@@ -1054,6 +1215,77 @@ fn append_records(
     Ok(end)
 }
 
+/// The text of a failed append, for the coordinator's errors.
+fn append_error_message(e: crate::replica_manager::AppendError) -> String {
+    match e {
+        crate::replica_manager::AppendError::Refused(_, msg) => msg,
+        crate::replica_manager::AppendError::Log(e) => e.to_string(),
+    }
+}
+
+/// One transactional batch of a TxnOffsetCommit: attributes' transactional bit set, the
+/// request's producer id and epoch, base sequence -1 (a coordinator's batch is not
+/// sequenced), records in the OffsetCommitKey/Value format of plain commits. Appended with
+/// [`Partition::append_as_coordinator`], which starts the producer's transaction in the
+/// partition; reports the offset after it.
+fn append_txn_offsets(
+    partition: &Partition,
+    write: &TxnOffsetWrite,
+    now_ms: i64,
+) -> Result<i64, CoordinatorError> {
+    let records: Vec<Record> = write
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let (key, value) = record.encode();
+            Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: write.producer_id,
+                producer_epoch: write.producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now_ms,
+                key: Some(Bytes::from(key)),
+                value: value.map(Bytes::from),
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    assert!(
+        !records.is_empty(),
+        "a transactional offset write has records"
+    );
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| CoordinatorError::Storage(format!("encoding transactional offsets: {e}")))?;
+    match partition.append_as_coordinator(&mut buf, now_ms) {
+        Ok(appended) => Ok(appended.info.last_offset + 1),
+        Err(crate::replica_manager::AppendError::Log(cairn_log::LogError::Producer(e))) => {
+            Err(CoordinatorError::Producer(e))
+        }
+        Err(crate::replica_manager::AppendError::Log(
+            e @ cairn_log::LogError::RecordTooLarge { .. },
+        )) => Err(CoordinatorError::CommitTooLarge(format!(
+            "the transactional offset commit of group '{}' ({} partitions) does not fit in one batch: {e}",
+            write.group_id,
+            write.records.len()
+        ))),
+        Err(e) => Err(CoordinatorError::Storage(append_error_message(e))),
+    }
+}
+
 /// The coordinator's background task: loads partitions led here, then ticks until
 /// shutdown.
 pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
@@ -1070,6 +1302,182 @@ pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_group::{OffsetCommit, OffsetValue};
+
+    /// One v2 batch as the log stores it: plain (`producer_id` -1), transactional, or a
+    /// control batch whose single record has `key`.
+    fn encoded_batch(
+        producer_id: i64,
+        control: bool,
+        keys_values: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Vec<u8> {
+        let records: Vec<Record> = keys_values
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: producer_id >= 0,
+                control,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch: if producer_id >= 0 { 0 } else { -1 },
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: 1,
+                key: Some(Bytes::from(key)),
+                value: value.map(Bytes::from),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn offset(topic: &str, partition: i32, offset: i64) -> (Vec<u8>, Option<Vec<u8>>) {
+        GroupRecord::Offset {
+            group_id: "g".into(),
+            topic: topic.into(),
+            partition,
+            value: Some(OffsetValue {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 1,
+                expire_timestamp_ms: None,
+            }),
+        }
+        .encode()
+    }
+
+    /// A COMMIT (type 1) or ABORT (type 0) marker's key and value (version, coordinator
+    /// epoch), as Kafka writes them.
+    fn marker(commit: bool) -> (Vec<u8>, Option<Vec<u8>>) {
+        (
+            vec![0, 0, 0, u8::from(commit)],
+            Some(vec![0, 0, 0, 0, 0, 5]),
+        )
+    }
+
+    fn replay_all(batches: &[Vec<u8>]) -> cairn_group::GroupCoordinator {
+        let mut m = cairn_group::GroupCoordinator::new(GroupConfig::default(), 1);
+        for b in batches {
+            for batch in cairn_log::Batches::new(b) {
+                let (header, bytes) = batch.unwrap();
+                replay_batch(&mut m, &header, bytes, 0, 1).unwrap();
+            }
+        }
+        m.finish_loading(1);
+        m.check_invariants();
+        m
+    }
+
+    fn stable(
+        m: &cairn_group::GroupCoordinator,
+        tps: &[(&str, i32)],
+    ) -> Vec<Result<Option<i64>, GroupError>> {
+        let tps: Vec<(String, i32)> = tps.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+        m.fetch_stable_offsets("g", Some(&tps))
+            .into_iter()
+            .map(|(_, r)| r.map(|c| c.map(|c| c.offset)))
+            .collect()
+    }
+
+    #[test]
+    fn markers_parse_as_kafka_writes_them() {
+        assert_eq!(parse_marker(&marker(true).0), Some(true));
+        assert_eq!(parse_marker(&marker(false).0), Some(false));
+        assert_eq!(parse_marker(&[0, 1, 0, 1]), None, "unknown version");
+        assert_eq!(parse_marker(&[0, 0, 0, 2]), None, "another control type");
+        assert_eq!(parse_marker(&[0, 0]), None, "truncated");
+    }
+
+    /// The loader holds transactional batches pending per producer and lets each control
+    /// batch decide its producer's offsets, in log order; the state it builds is the one the
+    /// live coordinator had.
+    #[test]
+    fn replaying_transactional_batches_and_markers_matches_the_live_coordinator() {
+        let log = vec![
+            encoded_batch(-1, false, vec![offset("t", 0, 5), offset("t", 3, 1)]),
+            encoded_batch(7, false, vec![offset("t", 0, 10), offset("t", 1, 11)]),
+            encoded_batch(8, false, vec![offset("t", 2, 20)]),
+            encoded_batch(9, false, vec![offset("t", 3, 30)]),
+            // A plain commit of t-3 after producer 9's: it stays when 9 commits.
+            encoded_batch(-1, false, vec![offset("t", 3, 2)]),
+            encoded_batch(7, true, vec![marker(true)]),
+            encoded_batch(8, true, vec![marker(false)]),
+            encoded_batch(9, true, vec![marker(true)]),
+            encoded_batch(10, false, vec![offset("t", 4, 40)]),
+        ];
+        let loaded = replay_all(&log);
+        let tps = [("t", 0), ("t", 1), ("t", 2), ("t", 3), ("t", 4)];
+        let got = stable(&loaded, &tps);
+        assert_eq!(
+            got[..4],
+            [Ok(Some(10)), Ok(Some(11)), Ok(None), Ok(Some(2))]
+        );
+        assert!(
+            matches!(got[4], Err(GroupError::UnstableOffsetCommit { .. })),
+            "no marker yet: pending"
+        );
+
+        // The same history, live.
+        let mut live = cairn_group::GroupCoordinator::new(GroupConfig::default(), 1);
+        let plain = |offsets: &[(i32, i64)]| CommitRequest {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            retention_time_ms: -1,
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| OffsetCommit {
+                    topic: "t".into(),
+                    partition: *p,
+                    offset: *o,
+                    leader_epoch: -1,
+                    metadata: None,
+                })
+                .collect(),
+        };
+        let txn = |producer_id: i64, offsets: &[(i32, i64)]| TxnCommitRequest {
+            group_id: "g".into(),
+            producer_id,
+            producer_epoch: 0,
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            offsets: plain(offsets).offsets,
+        };
+        live.commit_offsets(&plain(&[(0, 5), (3, 1)]), 1).unwrap();
+        live.txn_commit_offsets(&txn(7, &[(0, 10), (1, 11)]), 1)
+            .unwrap();
+        live.txn_commit_offsets(&txn(8, &[(2, 20)]), 1).unwrap();
+        live.txn_commit_offsets(&txn(9, &[(3, 30)]), 1).unwrap();
+        live.commit_offsets(&plain(&[(3, 2)]), 1).unwrap();
+        live.complete_txn(7, true);
+        live.complete_txn(8, false);
+        live.complete_txn(9, true);
+        live.txn_commit_offsets(&txn(10, &[(4, 40)]), 1).unwrap();
+        assert_eq!(stable(&live, &tps), got);
+        assert_eq!(
+            live.fetch_offsets("g", None),
+            loaded.fetch_offsets("g", None)
+        );
+        // The pending offset's marker arrives after the load, through the hook.
+        let mut loaded = loaded;
+        assert_eq!(loaded.complete_txn(10, true), 1);
+        assert_eq!(stable(&loaded, &[("t", 4)]), [Ok(Some(40))]);
+    }
 
     #[test]
     fn partition_matches_kafka() {

@@ -234,6 +234,22 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("sweep-txn")))
+                .with_group_id(GroupId(StrBytes::from_static_str("sweep-group")))
+                .with_producer_id(ProducerId(1))
+                .with_producer_epoch(0)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(name(TOPIC))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
         // Cancelling a reassignment that is not in progress: NO_REASSIGNMENT_IN_PROGRESS.
         ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
             AlterPartitionReassignmentsRequest::default()

@@ -1,4 +1,5 @@
-//! DeleteGroups (key 42): removes Empty groups and their committed offsets (tombstones in
+//! DeleteGroups (key 42): removes Empty groups, their committed offsets and the offsets
+//! pending in open transactions (tombstones in
 //! `__consumer_offsets`); a group with members is NON_EMPTY_GROUP.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;

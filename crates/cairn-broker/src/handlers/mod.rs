@@ -39,6 +39,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 mod topics;
+pub mod txn_offset_commit;
 
 /// What a handler knows about the request it serves.
 #[derive(Clone)]
@@ -105,6 +106,12 @@ pub const APIS: &[ApiSpec] = &[
     spec::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
     spec::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
     spec::<InitProducerIdRequest>(ApiKey::InitProducerId),
+    // v4 only allows TRANSACTION_ABORTABLE (KIP-890 verification, which we do not do);
+    // v5 is transactions v2 (the offsets partition joins the transaction implicitly).
+    ApiSpec {
+        key: ApiKey::TxnOffsetCommit,
+        versions: VersionRange { min: 0, max: 4 },
+    },
 ];
 
 /// The versions served of `key`, or `None` if the API is not served.
@@ -181,6 +188,9 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         ),
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(ctx, r).await)
         }
         other => {
             // The connection checks the table before decoding, so this is a table/dispatch
