@@ -30,6 +30,13 @@
 //!   most [`OFFSETS_COMMIT_TIMEOUT_MS`] (Kafka's `offsets.commit.timeout.ms`); only then
 //!   are the call's answers delivered. An OffsetCommit is therefore answered only once its
 //!   record is on disk on every in-sync replica of its partition.
+//! - Transactional offsets (TxnOffsetCommit): the state machine's
+//!   [`Effect::AppendTxnOffsets`] is appended as ONE transactional batch of the producer
+//!   (base sequence -1) with [`Partition::append_as_coordinator`] and acknowledged like an
+//!   OffsetCommit; if it is not appended or not replicated, its offsets stop being pending.
+//!   The WriteTxnMarkers handler calls [`GroupCoordinator::complete_txn`] once a marker is
+//!   in the partition; loading replays transactional batches as pending offsets and
+//!   control batches as markers (`replay_batch`).
 //! - Delayed answers: JoinGroup and SyncGroup park a oneshot under a waiter id, tagged
 //!   with the shard it was handed to; effects complete it, unloading that shard drops it
 //!   (NOT_COORDINATOR). A client that disconnects drops the receiver; the answer is

@@ -269,12 +269,10 @@ async fn txn_offset_commit_errors_pending_offsets_marker_and_reload() {
         .call(
             ApiKey::Metadata,
             12,
-            RequestKind::Metadata(
-                MetadataRequest::default().with_topics(Some(vec![
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
                     metadata_request::MetadataRequestTopic::default()
                         .with_name(Some(topic_name(TOPIC))),
-                ])),
-            ),
+                ]))),
         )
         .await
     else {

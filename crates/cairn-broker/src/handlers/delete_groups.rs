@@ -1,6 +1,6 @@
-//! DeleteGroups (key 42): removes Empty groups, their committed offsets and the offsets
-//! pending in open transactions (tombstones in
-//! `__consumer_offsets`); a group with members is NON_EMPTY_GROUP.
+//! DeleteGroups (key 42): removes Empty groups with their committed offsets and the
+//! offsets pending in open transactions (tombstones in `__consumer_offsets`); a group with
+//! members is NON_EMPTY_GROUP.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
