@@ -1,0 +1,1 @@
+//! Seeded fault-schedule simulation.
