@@ -488,10 +488,11 @@ impl TxnCoordinator {
         Ok(self.prepare(id, Some(new)))
     }
 
-    /// [`TxnCoordinator::complete_markers`] for exactly the transaction of `job`: refuses
-    /// (INVALID_TXN_STATE) when the id has moved on to another producer, epoch or outcome
-    /// since the job was made, so a late or duplicated job cannot complete a newer
-    /// transaction.
+    /// [`TxnCoordinator::complete_markers`] checked against `job`: refuses
+    /// (INVALID_TXN_STATE) when the id is no longer preparing the outcome of the job's
+    /// producer id and epoch (a job from before a fence, say). Transactions of one
+    /// producer epoch cannot be told apart, so the host must still run one job per
+    /// prepared transaction.
     pub fn complete_marker_job(
         &mut self,
         job: &MarkerJob,
