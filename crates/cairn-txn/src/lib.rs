@@ -26,7 +26,10 @@
 //! `abort_pending` when the append failed), and only then is the client answered. While
 //! a write is pending, other requests of the id get CONCURRENT_TRANSACTIONS. Markers of a
 //! completed `PrepareCommit`/`PrepareAbort` ([`Transition::markers`]) are sent next; when
-//! all are written, [`TxnCoordinator::complete_markers`] gives the `Complete*` transition.
+//! all are written, [`TxnCoordinator::complete_markers`] (or
+//! [`TxnCoordinator::complete_marker_job`], which also checks the job is still current)
+//! gives the `Complete*` transition; if that write fails, call it again (the markers are
+//! already written).
 //! Timers call [`TxnCoordinator::expire_timed_out`] (`transaction.abort.timed.out.
 //! transaction.cleanup.interval.ms`) and [`TxnCoordinator::expire_transactional_ids`]
 //! (`transactional.id.expiration.ms`).
@@ -88,6 +91,14 @@
 //! `next_producer_id` handover and `ClientTransactionVersion`, which is read and
 //! ignored), KIP-939 two-phase commit, and InitProducerId without a transactional id
 //! (the broker answers that from its allocator alone).
+//!
+//! ## Tests
+//! Beside the unit tests of each rule, `sim` runs seeded fault schedules (zombie
+//! producers, failed and unacknowledged writes, timeouts, expiry, failover by replaying
+//! the log) and checks after every step that the coordinator equals its log, that every
+//! written record is a legal transition of the one before, that no request with an older
+//! epoch succeeds, and that every transaction commits exactly its added partitions or
+//! aborts, never both. A failing seed prints `CAIRN_TXN_SEED=<seed>` to replay it.
 //!
 //! ## Example: a producer commits one transaction
 //! ```
