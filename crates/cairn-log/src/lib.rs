@@ -183,6 +183,7 @@ mod checkpoint;
 pub mod cleaner;
 mod compression;
 pub mod config;
+pub mod control;
 mod durability;
 pub mod error;
 mod index;
@@ -198,6 +199,7 @@ pub use batch::{
 };
 pub use cleaner::{CleanStats, CleanTask, CleanedSegments};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use control::{ControlType, EndTxnMarker, build_marker_batch, parse_marker};
 pub use error::LogError;
 pub use log::{AppendInfo, FlushTicket, PartitionLog, ReadInfo, TimestampOffset};
 pub use producer_state::{CheckOutcome, ProducerError, ProducerStateManager};
