@@ -193,6 +193,7 @@ pub mod producer_state;
 mod segment;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
+pub mod txn_index;
 
 pub use batch::{
     BATCH_HEADER_LEN, BatchHeader, Batches, CompressionType, Record, decode_records, verify_crc,
@@ -202,4 +203,5 @@ pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use control::{ControlType, EndTxnMarker, build_marker_batch, parse_marker};
 pub use error::LogError;
 pub use log::{AppendInfo, FlushTicket, PartitionLog, ReadInfo, TimestampOffset};
-pub use producer_state::{CheckOutcome, ProducerError, ProducerStateManager};
+pub use producer_state::{CheckOutcome, CompletedTxn, ProducerError, ProducerStateManager};
+pub use txn_index::AbortedTxn;
