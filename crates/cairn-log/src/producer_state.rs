@@ -1128,4 +1128,256 @@ mod tests {
         );
         assert_eq!(e.get(3).map(|e| e.last_timestamp), Some(5_000));
     }
+
+    /// A transactional data batch header (offsets not assigned yet).
+    fn txn(pid: i64, epoch: i16, seq: i32, records: i32) -> BatchHeader {
+        BatchHeader {
+            attributes: 0x10,
+            ..hdr(pid, epoch, seq, records)
+        }
+    }
+
+    /// A marker header placed at `offset`.
+    fn marker_at(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset: offset,
+            attributes: 0x30,
+            base_sequence: -1,
+            ..hdr(pid, epoch, 0, 1)
+        }
+    }
+
+    fn end(control: ControlType, coordinator_epoch: i32) -> EndTxnMarker {
+        EndTxnMarker {
+            control,
+            coordinator_epoch,
+        }
+    }
+
+    #[test]
+    fn transactions_start_at_their_first_batch_and_end_at_a_marker() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        send(&mut s, &mut leo, txn(1, 0, 0, 2)).unwrap(); // 0..=1
+        send(&mut s, &mut leo, txn(2, 0, 0, 1)).unwrap(); // 2
+        send(&mut s, &mut leo, txn(1, 0, 2, 1)).unwrap(); // 3: same transaction
+        send(&mut s, &mut leo, hdr(3, 0, 0, 1)).unwrap(); // 4: idempotent only
+        assert_eq!(s.get(1).unwrap().current_txn_first_offset, Some(0));
+        assert_eq!(s.get(3).unwrap().current_txn_first_offset, None);
+        assert_eq!(s.ongoing_txns().collect::<Vec<_>>(), vec![(0, 1), (2, 2)]);
+        assert_eq!(s.first_unstable_offset(), Some(0));
+
+        // Producer 1 commits at 5: completed, still unstable until the HW passes 5.
+        let done = s.update(&marker_at(1, 0, 5), Some(end(ControlType::Commit, 3)));
+        assert_eq!(
+            done,
+            Some(CompletedTxn {
+                producer_id: 1,
+                first_offset: 0,
+                last_offset: 5,
+                is_aborted: false
+            })
+        );
+        let e = s.get(1).unwrap();
+        assert_eq!(
+            (
+                e.current_txn_first_offset,
+                e.coordinator_epoch,
+                e.last_offset
+            ),
+            (None, 3, 5)
+        );
+        assert_eq!(e.batches.len(), 2, "a same-epoch marker keeps the batches");
+        assert_eq!(s.ongoing_txns().collect::<Vec<_>>(), vec![(2, 2)]);
+        assert_eq!(s.last_stable_offset_after(5), 2);
+        assert_eq!(s.first_unstable_offset(), Some(0));
+        s.on_high_watermark_updated(5);
+        assert_eq!(s.first_unstable_offset(), Some(0), "marker at the HW");
+        s.on_high_watermark_updated(6);
+        assert_eq!(s.first_unstable_offset(), Some(2));
+        assert_eq!(s.unreplicated_txns().count(), 0);
+
+        // Producer 2 aborts with a bumped epoch: batches cleared, next data at sequence 0.
+        let done = s.update(&marker_at(2, 1, 6), Some(end(ControlType::Abort, 3)));
+        assert!(done.is_some_and(|c| c.is_aborted && c.first_offset == 2));
+        assert_eq!(s.last_stable_offset_after(6), 7);
+        let e = s.get(2).unwrap();
+        assert_eq!((e.producer_epoch, e.batches.len()), (1, 0));
+        leo = 7;
+        assert!(send(&mut s, &mut leo, txn(2, 1, 1, 1)).is_err());
+        send(&mut s, &mut leo, txn(2, 1, 0, 1)).unwrap();
+        assert_eq!(s.get(2).unwrap().current_txn_first_offset, Some(7));
+
+        // A marker without an ongoing transaction completes nothing but moves the entry.
+        assert_eq!(
+            s.update(&marker_at(4, 2, 8), Some(end(ControlType::Commit, 5))),
+            None
+        );
+        let e = s.get(4).unwrap();
+        assert_eq!(
+            (e.producer_epoch, e.coordinator_epoch, e.last_offset),
+            (2, 5, 8)
+        );
+        // Other control types only move the entry.
+        assert_eq!(s.update(&marker_at(2, 1, 9), None), None);
+        assert_eq!(s.get(2).unwrap().current_txn_first_offset, Some(7));
+
+        // Truncating a marker away is inexact (the caller rebuilds, reopening the txn).
+        let mut t = s.clone();
+        assert!(!t.truncate_to(6));
+        assert!(t.unreplicated_txns().all(|c| c.last_offset < 6));
+        // Producers with an ongoing transaction never expire.
+        let mut x = s.clone();
+        x.remove_expired(i64::MAX, 1);
+        assert_eq!(x.producers().map(|(id, _)| id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn leader_transaction_errors() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        send(&mut s, &mut leo, txn(1, 2, 0, 1)).unwrap();
+        // Idempotent batch during the transaction: INVALID_TXN_STATE.
+        let err = s.check(&hdr(1, 2, 1, 1)).unwrap_err();
+        assert_eq!(
+            err,
+            ProducerError::InvalidTxnState {
+                producer_id: 1,
+                producer_epoch: 2,
+                txn_first_offset: 0
+            }
+        );
+        assert_eq!(err.kafka_code(), 48);
+        // Also within one request that starts the transaction.
+        let fresh = ProducerStateManager::new(0);
+        assert!(matches!(
+            fresh.check_batches([&txn(5, 0, 0, 1), &hdr(5, 0, 1, 1)]),
+            Err(ProducerError::InvalidTxnState { .. })
+        ));
+        assert_eq!(
+            fresh.check_batches([&txn(5, 0, 0, 1), &txn(5, 0, 1, 1)]),
+            Ok(CheckOutcome::Append)
+        );
+        // Transactional batches are sequence-checked and deduplicated.
+        assert!(matches!(
+            s.check(&txn(1, 2, 5, 1)),
+            Err(ProducerError::OutOfOrderSequence { .. })
+        ));
+        assert!(matches!(
+            s.check(&txn(1, 2, 0, 1)),
+            Ok(CheckOutcome::Duplicate { .. })
+        ));
+
+        // Markers: older epoch, older coordinator epoch.
+        s.update(&marker_at(1, 2, 1), Some(end(ControlType::Commit, 4)));
+        assert_eq!(
+            s.check_marker(1, 1, &end(ControlType::Abort, 4)),
+            Err(ProducerError::InvalidProducerEpoch {
+                producer_id: 1,
+                producer_epoch: 1,
+                current_epoch: 2
+            })
+        );
+        let fenced = s
+            .check_marker(1, 2, &end(ControlType::Abort, 3))
+            .unwrap_err();
+        assert_eq!(
+            fenced,
+            ProducerError::TransactionCoordinatorFenced {
+                producer_id: 1,
+                coordinator_epoch: 3,
+                current_coordinator_epoch: 4
+            }
+        );
+        assert_eq!(fenced.kafka_code(), 52);
+        assert_eq!(s.check_marker(1, 3, &end(ControlType::Abort, 4)), Ok(()));
+        assert_eq!(s.check_marker(99, 0, &end(ControlType::Abort, 0)), Ok(()));
+
+        // Coordinator batches: no sequences, epochs still checked.
+        let coord = |pid, epoch| BatchHeader {
+            base_sequence: -1,
+            ..txn(pid, epoch, 0, 1)
+        };
+        assert_eq!(s.check_coordinator_batches([&coord(1, 2)]), Ok(()));
+        assert_eq!(s.check_coordinator_batches([&coord(8, 0)]), Ok(()));
+        assert!(matches!(
+            s.check_coordinator_batches([&coord(1, 1)]),
+            Err(ProducerError::InvalidProducerEpoch { .. })
+        ));
+        let placed = BatchHeader {
+            base_offset: 2,
+            ..coord(1, 2)
+        };
+        s.update(&placed, None);
+        let e = s.get(1).unwrap();
+        assert_eq!(e.current_txn_first_offset, Some(2));
+        assert_eq!(
+            e.last_seq(),
+            Some(0),
+            "a coordinator batch adds no sequence"
+        );
+    }
+
+    #[test]
+    fn snapshots_v2_round_trip_and_v1_still_loads() {
+        let mut s = ProducerStateManager::new(0);
+        let mut leo = 0;
+        send(&mut s, &mut leo, txn(1, 0, 0, 2)).unwrap(); // 0..=1
+        send(&mut s, &mut leo, txn(2, 0, 0, 1)).unwrap(); // 2
+        s.update(&marker_at(2, 0, 3), Some(end(ControlType::Abort, 1)));
+        send(&mut s, &mut leo, hdr(3, 0, 0, 1)).unwrap();
+        s.advance_to(5);
+        assert_eq!(s.unreplicated_txns().count(), 1);
+        let bytes = s.to_snapshot_bytes();
+        assert_eq!(&bytes[..2], &[0, 2]);
+        assert_eq!(
+            ProducerStateManager::from_snapshot_bytes(&bytes),
+            Ok(s.clone())
+        );
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                ProducerStateManager::from_snapshot_bytes(&bad).is_err(),
+                "byte {i}"
+            );
+        }
+
+        // A version 1 file (written by the previous release) of an idempotent producer.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&0u32.to_be_bytes());
+        v1.extend_from_slice(&10i64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&7i64.to_be_bytes());
+        v1.extend_from_slice(&3i16.to_be_bytes());
+        v1.extend_from_slice(&1_000i64.to_be_bytes());
+        v1.extend_from_slice(&9i64.to_be_bytes());
+        v1.push(1);
+        for v in [0i32, 1] {
+            v1.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [8i64, 9, 1_000] {
+            v1.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&v1[6..]);
+        v1[2..6].copy_from_slice(&crc.to_be_bytes());
+        let old = ProducerStateManager::from_snapshot_bytes(&v1).unwrap();
+        let e = old.get(7).unwrap();
+        assert_eq!(
+            (e.producer_epoch, e.last_offset, e.last_seq()),
+            (3, 9, Some(1))
+        );
+        assert_eq!(
+            (e.current_txn_first_offset, e.coordinator_epoch),
+            (None, -1)
+        );
+        assert_eq!(old.map_end_offset(), 10);
+        assert_eq!(old.first_unstable_offset(), None);
+        // Rewritten as version 2, it loads back the same.
+        assert_eq!(
+            ProducerStateManager::from_snapshot_bytes(&old.to_snapshot_bytes()),
+            Ok(old)
+        );
+    }
 }
