@@ -510,6 +510,8 @@ enum Kind {
     Marker { abort: bool },
 }
 
+type Replayed = (Vec<(i64, i64, i64)>, BTreeMap<i64, i64>, Vec<(i64, i64)>);
+
 #[derive(Default)]
 struct Model {
     log: Vec<(i64, i64, i64, Kind)>,
@@ -520,9 +522,9 @@ impl Model {
         self.log.last().map_or(0, |b| b.2 + 1)
     }
 
-    /// (aborted (pid, first, last) in marker order, ongoing first offsets, completed
-    /// (first, marker) pairs).
-    fn replay(&self) -> (Vec<(i64, i64, i64)>, BTreeMap<i64, i64>, Vec<(i64, i64)>) {
+    /// Aborted (pid, first, last) in marker order, ongoing pid -> first offset, completed
+    /// (first, marker) pairs.
+    fn replay(&self) -> Replayed {
         let mut open: BTreeMap<i64, i64> = BTreeMap::new(); // pid -> first
         let mut aborted = Vec::new();
         let mut completed = Vec::new();
@@ -547,8 +549,8 @@ impl Model {
         (aborted, open, completed)
     }
 
-    /// The LSO at `hw` once every completed txn whose marker is below `pruned_hw` is known
-    /// replicated.
+    /// The LSO at `hw`: below the earliest ongoing txn and the earliest completed txn whose
+    /// marker is at or above `hw`.
     fn lso(&self, hw: i64) -> i64 {
         let (_, open, completed) = self.replay();
         let ongoing = open.values().copied().min();
