@@ -20,7 +20,26 @@
 //! A crash at any point leaves either the old or the new `.log`; leftover `.cleaned` files are
 //! removed at open, and a segment whose index files are missing is re-indexed at open.
 //! Records in the active segment are neither cleaned nor used to supersede older ones until it
-//! rolls. Aborted transactions are not removed (no transaction index yet).
+//! rolls.
+//!
+//! ## Transactions
+//!
+//! Compaction must never make aborted records visible to read_committed consumers (who only
+//! learn of aborted transactions from the `.txnindex` entries and drop what they list):
+//! - A pass only takes segments that end at or below the first unstable offset (the first
+//!   offset of the earliest ongoing, or completed but unreplicated, transaction as of the last
+//!   high watermark given to `first_unstable_offset` / `last_stable_offset`), so every
+//!   transactional batch it sees belongs to a decided transaction.
+//! - `prepare_clean` collects the aborted transactions overlapping the cleaned range from the
+//!   transaction indexes (the markers may be in later segments). Transactional data batches
+//!   of an aborted transaction (same producer id, base offset within `[first_offset,
+//!   last_offset]`) are removed whole, and their keys do not enter the key map, so they
+//!   supersede nothing.
+//! - Control batches (markers) are always kept, so the `.txnindex` files stay exactly valid
+//!   (offsets do not change and no marker moves): finish_clean swaps the `.log` only. Kafka
+//!   removes markers once their transaction has no data left and `delete.retention.ms`
+//!   passed; we do not (yet): markers cost one small batch per transaction and partition.
+//! - Committed transactional data is compacted like any other data.
 //!
 //! Memory: the key map holds every distinct key of the cleaned segments; a pass stops adding
 //! segments once it holds [`CLEANER_MAP_KEYS_MAX`] keys (the rest wait for the next pass).
@@ -49,10 +68,12 @@ pub struct CleanStats {
     /// Bytes of the rewritten segments before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
-    /// Records dropped (superseded, tombstones past `delete.retention.ms`, keyless).
+    /// Records dropped (superseded, tombstones past `delete.retention.ms`, keyless, aborted).
     pub records_removed: u64,
     /// Of which tombstones.
     pub tombstones_removed: u64,
+    /// Of which records of aborted transactions.
+    pub aborted_records_removed: u64,
 }
 
 pub(crate) struct CleanInput {
@@ -65,6 +86,8 @@ pub(crate) struct CleanInput {
 /// A compaction pass taken by [`crate::PartitionLog::prepare_clean`]; run it without the lock.
 pub struct CleanTask {
     pub(crate) inputs: Vec<CleanInput>,
+    /// Aborted transactions overlapping the inputs (from the transaction indexes).
+    pub(crate) aborted: Vec<crate::txn_index::AbortedTxn>,
     pub(crate) now_ms: i64,
     pub(crate) delete_retention_ms: i64,
     pub(crate) generation: u64,
@@ -102,6 +125,21 @@ impl CleanTask {
     /// Builds the key map and writes the cleaned segments. Heavy; holds no lock.
     pub fn run(self) -> Result<CleanedSegments, LogError> {
         let inputs = self.inputs;
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for a in &self.aborted {
+            aborted
+                .entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
+        let is_aborted = |h: &BatchHeader| {
+            h.is_transactional()
+                && !h.is_control()
+                && aborted.get(&h.producer_id).is_some_and(|v| {
+                    v.iter()
+                        .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+                })
+        };
         // Phase 1: key -> last offset over the segments, stopping at the map bound.
         let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut mapped = 0;
@@ -113,7 +151,7 @@ impl CleanTask {
                 0,
                 i64::MIN,
                 |h, _, bytes| {
-                    if h.is_control() {
+                    if h.is_control() || is_aborted(h) {
                         return Ok(());
                     }
                     if let Ok(records) = batch::decode_records(bytes) {
@@ -139,6 +177,7 @@ impl CleanTask {
             let mut out: Vec<u8> = Vec::with_capacity(input.size as usize / 2);
             let mut removed = 0u64;
             let mut tombstones = 0u64;
+            let mut aborted_records = 0u64;
             scan_file(
                 &input.file,
                 &input.path,
@@ -146,6 +185,11 @@ impl CleanTask {
                 0,
                 i64::MIN,
                 |h, _, bytes| {
+                    if is_aborted(h) {
+                        removed += h.records_count as u64;
+                        aborted_records += h.records_count as u64;
+                        return Ok(());
+                    }
                     let kept = keep_records(h, bytes, &map, horizon_ms);
                     match kept {
                         Keep::All => out.extend_from_slice(bytes),
@@ -184,6 +228,7 @@ impl CleanTask {
             stats.bytes_after += out.len() as u64;
             stats.records_removed += removed;
             stats.tombstones_removed += tombstones;
+            stats.aborted_records_removed += aborted_records;
             outputs.push(CleanOutput {
                 base_offset: input.base_offset,
                 input_size: input.size,

@@ -183,6 +183,7 @@ mod checkpoint;
 pub mod cleaner;
 mod compression;
 pub mod config;
+pub mod control;
 mod durability;
 pub mod error;
 mod index;
@@ -192,12 +193,15 @@ pub mod producer_state;
 mod segment;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
+pub mod txn_index;
 
 pub use batch::{
     BATCH_HEADER_LEN, BatchHeader, Batches, CompressionType, Record, decode_records, verify_crc,
 };
 pub use cleaner::{CleanStats, CleanTask, CleanedSegments};
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use control::{ControlType, EndTxnMarker, build_marker_batch, parse_marker};
 pub use error::LogError;
 pub use log::{AppendInfo, FlushTicket, PartitionLog, ReadInfo, TimestampOffset};
-pub use producer_state::{CheckOutcome, ProducerError, ProducerStateManager};
+pub use producer_state::{CheckOutcome, CompletedTxn, ProducerError, ProducerStateManager};
+pub use txn_index::AbortedTxn;

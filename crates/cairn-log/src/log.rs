@@ -16,6 +16,7 @@ use crate::batch::{
 use crate::checkpoint;
 use crate::cleaner::{CleanInput, CleanStats, CleanTask, CleanedSegments};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::control::{self, EndTxnMarker};
 use crate::durability::Fsync;
 use crate::error::{IoContext, LogError};
 use crate::limits::{
@@ -24,6 +25,7 @@ use crate::limits::{
 };
 use crate::producer_state::{CheckOutcome, ProducerStateManager};
 use crate::segment::{LogSegment, file_name};
+use crate::txn_index::AbortedTxn;
 
 /// Highest flushed offset (exclusive), Kafka text checkpoint format.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -202,7 +204,7 @@ impl PartitionLog {
                 Some((base, "log")) => {
                     bases.insert(base);
                 }
-                Some((base, "index" | "timeindex")) => index_files.push((base, path)),
+                Some((base, "index" | "timeindex" | "txnindex")) => index_files.push((base, path)),
                 _ => {}
             }
         }
@@ -325,6 +327,10 @@ impl PartitionLog {
                 warn!(segment = %self.segments[i].log_path.display(), %reason, "index check failed after clean shutdown");
                 return Ok(Some(i));
             }
+            if let Err(reason) = self.txn_index_check(i) {
+                warn!(segment = %self.segments[i].log_path.display(), %reason, "transaction index check failed after clean shutdown; rebuilding it");
+                return Ok(Some(i));
+            }
         }
         if let Err(reason) = self.segments[last].sanity_check() {
             warn!(segment = %self.segments[last].log_path.display(), %reason, "index check failed after clean shutdown");
@@ -339,14 +345,38 @@ impl PartitionLog {
         if tail.next_offset.is_none() && self.segments[last].offset_index.last().is_some() {
             return Ok(Some(last));
         }
+        if let Err(reason) = self.txn_index_check(last) {
+            warn!(segment = %self.segments[last].log_path.display(), %reason, "transaction index check failed after clean shutdown; rebuilding it");
+            return Ok(Some(last));
+        }
         Ok(None)
+    }
+
+    /// Checks segment `i`'s transaction index against its offsets (up to the next segment's
+    /// base, or the log end offset for the last one).
+    fn txn_index_check(&self, i: usize) -> Result<(), String> {
+        let seg = &self.segments[i];
+        let end = self
+            .segments
+            .get(i + 1)
+            .map_or(self.log_end_offset, |n| n.base_offset);
+        seg.txn_index.check(seg.base_offset, end)
     }
 
     /// Scans and rebuilds segments `from..`, truncating at the first invalid batch and
     /// dropping every later segment, then fsyncs what was recovered.
     fn recover_from(&mut self, from: usize) -> Result<(), LogError> {
-        // Segments before `from` are below the recovery point: durable, checked cheaply.
+        // Segments before `from` are below the recovery point: durable, checked cheaply. The
+        // first one whose transaction index fails its check has it (and every later one)
+        // rebuilt by the producer-state replay.
+        let mut txn_rebuild_from = from;
         for i in 0..from {
+            if txn_rebuild_from == from {
+                if let Err(reason) = self.txn_index_check(i) {
+                    warn!(segment = %self.segments[i].log_path.display(), %reason, "transaction index check failed; rebuilding it");
+                    txn_rebuild_from = i;
+                }
+            }
             if let Err(reason) = self.segments[i].sanity_check() {
                 warn!(segment = %self.segments[i].log_path.display(), %reason, "rebuilding indexes");
                 let prev = if i == 0 {
@@ -362,28 +392,46 @@ impl PartitionLog {
                 self.segments[i].seal()?;
                 if cut > 0 {
                     warn!(segment = %self.segments[i].log_path.display(), cut_bytes = cut, reason = ?end.error, "truncated a segment below the recovery point");
+                    let next = end.next_offset.unwrap_or(self.segments[i].base_offset);
+                    self.segments[i].txn_index.truncate_to(next)?;
                 }
             }
         }
         let mut next = self.segments[from].base_offset;
-        // The producer state rides on the scan: loaded from a snapshot, then fed every
-        // recovered batch at or after it.
-        let producers_from = self.begin_recovery_producer_state(next);
+        // The producer state rides on the scan: loaded from a snapshot at or below the scan
+        // start, then fed every recovered batch; the scanned segments' transaction indexes
+        // are rebuilt from the transactions the scan sees completed.
+        let producers_from =
+            self.begin_recovery_producer_state(next, self.segments[txn_rebuild_from].base_offset)?;
         let mut i = from;
         while i < self.segments.len() {
             let is_last = i + 1 == self.segments.len();
             let seg = &mut self.segments[i];
             let producers = &mut self.producer_state;
+            let mut aborted: Vec<AbortedTxn> = Vec::new();
             let (end, cut) = seg.recover_with(
                 next,
                 self.config.index_interval_bytes,
                 self.config.segment_index_bytes,
-                |h| {
+                |h, bytes| {
                     if h.base_offset >= producers_from {
-                        producers.update(h);
+                        let marker = if h.is_control() && h.producer_id >= 0 {
+                            producer::marker_of(h, bytes)
+                        } else {
+                            None
+                        };
+                        if let Some(c) = producers.update(h, marker) {
+                            if c.is_aborted {
+                                aborted.push(producer::aborted_entry(producers, &c));
+                            }
+                        }
                     }
                 },
             )?;
+            if seg.txn_index.entries() != aborted.as_slice() || seg.txn_index.damage.is_some() {
+                warn!(segment = %seg.log_path.display(), entries = aborted.len(), "rebuilt the transaction index");
+                seg.txn_index.replace(aborted)?;
+            }
             if let Some(reason) = &end.error {
                 warn!(
                     segment = %seg.log_path.display(),
@@ -515,6 +563,12 @@ impl PartitionLog {
             }
             batch::verify_crc(bytes)?;
             if leader {
+                if h.is_control() {
+                    return Err(LogError::invalid(
+                        "control batches (transaction markers) are written only through \
+                         append_marker_as_leader, never by producers",
+                    ));
+                }
                 if h.records_count < 1 {
                     return Err(LogError::invalid("batch has no records"));
                 }
@@ -649,10 +703,92 @@ impl PartitionLog {
                 });
             }
         }
+        self.append_patched(records, &headers, leader_epoch, now_ms)
+    }
+
+    /// Leader append for batches built by a coordinator (the group coordinator's
+    /// transactional offset commits: transactional batches with a producer id/epoch but
+    /// `base_sequence` -1). Validates like `append_as_leader` (CRC, offsets, record counts,
+    /// keys on compacted topics) and checks epochs (an older epoch →
+    /// [`crate::ProducerError::InvalidProducerEpoch`]) and transaction state, but skips
+    /// sequence checks (Kafka's `AppendOrigin.COORDINATOR`); the batches still start and
+    /// extend their producer's transaction.
+    pub fn append_as_coordinator(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let headers = self.validate(records, true)?;
+        self.producer_state
+            .check_coordinator_batches(headers.iter().map(|(h, _)| h))?;
+        self.append_patched(records, &headers, leader_epoch, now_ms)
+    }
+
+    /// Appends an end-transaction marker for `producer_id` as leader (the WriteTxnMarkers
+    /// path), with the batch's `partition_leader_epoch = leader_epoch` and timestamp
+    /// `now_ms`. Checks: a `producer_epoch` older than the producer's →
+    /// [`crate::ProducerError::InvalidProducerEpoch`]; a `coordinator_epoch` older than the
+    /// one of the producer's last marker →
+    /// [`crate::ProducerError::TransactionCoordinatorFenced`]. A marker for a producer without
+    /// an ongoing transaction in this partition is appended and completes nothing. An ABORT
+    /// marker that completes a transaction adds an entry to the active segment's
+    /// `.txnindex`. Returns the AppendInfo of the 1-record batch.
+    ///
+    /// ```
+    /// use cairn_log::{ControlType, EndTxnMarker, PartitionLog};
+    /// use cairn_log::testutil::{BatchBuilder, TestRecord};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut log = PartitionLog::open(dir.path(), Default::default(), 0).unwrap();
+    /// let mut data = BatchBuilder::new(0)
+    ///     .producer(7, 0, 0)
+    ///     .transactional()
+    ///     .record(TestRecord::kv(1_000, "k", "v"))
+    ///     .build();
+    /// log.append_as_leader(&mut data, 0, 1_000).unwrap();
+    /// // Ongoing: read_committed consumers stop at the transaction's first offset.
+    /// assert_eq!(log.last_stable_offset(1), 0);
+    /// let abort = EndTxnMarker { control: ControlType::Abort, coordinator_epoch: 0 };
+    /// let info = log.append_marker_as_leader(7, 0, abort, 0, 1_001).unwrap();
+    /// assert_eq!(info.base_offset, 1);
+    /// // Stable once the high watermark passed the marker; the abort is listed for fetches.
+    /// assert_eq!(log.last_stable_offset(2), 2);
+    /// let aborted = log.collect_aborted_transactions(0, 2).unwrap();
+    /// assert_eq!((aborted[0].producer_id, aborted[0].first_offset, aborted[0].last_offset), (7, 0, 1));
+    /// ```
+    pub fn append_marker_as_leader(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if producer_id < 0 {
+            return Err(LogError::invalid(format!(
+                "a transaction marker needs a producer id, got {producer_id}"
+            )));
+        }
+        self.producer_state
+            .check_marker(producer_id, producer_epoch, &marker)?;
+        let mut b = control::build_marker_batch(producer_id, producer_epoch, marker, now_ms);
+        let h = BatchHeader::parse(&b).expect("a built marker batch parses");
+        self.append_patched(&mut b, &[(h, 0)], leader_epoch, now_ms)
+    }
+
+    /// The leader's write path once checks passed: assigns offsets, stamps the partition
+    /// leader epoch (and LogAppendTime), appends, records a new leader epoch.
+    fn append_patched(
+        &mut self,
+        records: &mut [u8],
+        headers: &[(BatchHeader, usize)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut offset = self.log_end_offset;
         let mut patched = Vec::with_capacity(headers.len());
-        for (h, pos) in &headers {
+        for (h, pos) in headers {
             let b = &mut records[*pos..*pos + h.total_len()];
             b[BASE_OFFSET_POS..BASE_OFFSET_POS + 8].copy_from_slice(&offset.to_be_bytes());
             b[PARTITION_LEADER_EPOCH_POS..PARTITION_LEADER_EPOCH_POS + 4]
@@ -744,8 +880,28 @@ impl PartitionLog {
             }
         }
         self.log_end_offset = last + 1;
-        for (h, _) in headers {
-            self.producer_state.update(h);
+        // Leaders, followers and recovery all drive the same producer-state update, so that
+        // every replica computes the same transactions, LSO and transaction indexes.
+        let mut created_txn_index = false;
+        for (h, pos) in headers {
+            let marker = if h.is_control() && h.producer_id >= 0 {
+                producer::marker_of(h, &buf[*pos..*pos + h.total_len()])
+            } else {
+                None
+            };
+            if let Some(c) = self.producer_state.update(h, marker) {
+                if c.is_aborted {
+                    let entry = producer::aborted_entry(&self.producer_state, &c);
+                    let active = self.segments.last_mut().unwrap();
+                    created_txn_index |= active.txn_index.append(entry)?;
+                }
+            }
+        }
+        if created_txn_index {
+            // A flush ticket syncs the file's data, not its directory entry.
+            self.dir_file
+                .fsync_all()
+                .io_ctx("fsync directory", &self.dir)?;
         }
         let records: u64 = headers.iter().map(|(h, _)| h.records_count as u64).sum();
         self.unflushed_messages += records;
@@ -935,6 +1091,8 @@ impl PartitionLog {
                 files.extend(seg.offset_index.inner.file().cloned());
                 files.extend(seg.time_index.inner.file().cloned());
             }
+            // Entries appended since the last sync; a released descriptor means none.
+            files.extend(seg.txn_index.file().cloned());
             if seg.base_offset >= self.recovery_point {
                 dir_needed = true;
             }
@@ -1151,7 +1309,7 @@ impl PartitionLog {
             total -= seg.size;
             info!(segment = %seg.log_path.display(), by_start, by_time, by_size, "deleting segment");
             let due = now_ms.saturating_add(self.config.file_delete_delay_ms);
-            for p in std::iter::once(seg.log_path.clone()).chain(seg.index_paths()) {
+            for p in seg.all_paths() {
                 let mut to = p.clone().into_os_string();
                 to.push(DELETED_SUFFIX);
                 let to = PathBuf::from(to);
@@ -1205,6 +1363,7 @@ impl PartitionLog {
                 usize::from(s.has_open_file())
                     + usize::from(s.offset_index.inner.file().is_some())
                     + usize::from(s.time_index.inner.file().is_some())
+                    + usize::from(s.txn_index.file().is_some())
             })
             .sum()
     }
@@ -1283,6 +1442,9 @@ impl PartitionLog {
             return self.truncate_fully_and_start_at(start);
         }
         seg.file()?.fsync().io_ctx("fsync segment", &seg.log_path)?;
+        // Markers at or after the cut go with their entries (their transactions are ongoing
+        // again until the new leader's marker arrives).
+        seg.txn_index.truncate_to(new_leo)?;
         self.log_end_offset = new_leo;
         self.recovery_point = self.recovery_point.min(new_leo);
         self.generation += 1;
@@ -1471,8 +1633,16 @@ impl PartitionLog {
             return None;
         }
         let lag = self.config.min_compaction_lag_ms;
-        let inputs: Vec<CleanInput> = self.segments[..self.segments.len() - 1]
-            .iter()
+        // Never clean past the first unstable offset: the outcome of a transaction whose
+        // data is there is not decided (or not replicated) yet.
+        let unstable = self
+            .producer_state
+            .first_unstable_offset()
+            .unwrap_or(i64::MAX);
+        let n = self.segments.len();
+        let inputs: Vec<CleanInput> = (0..n - 1)
+            .take_while(|&i| self.segments[i + 1].base_offset <= unstable)
+            .map(|i| &self.segments[i])
             .take_while(|s| lag <= 0 || now_ms.saturating_sub(s.max_timestamp) >= lag)
             .filter(|s| s.size > 0)
             .filter_map(|s| {
@@ -1487,8 +1657,13 @@ impl PartitionLog {
         if inputs.is_empty() {
             return None;
         }
+        let first = inputs[0].base_offset;
+        let last_base = inputs.last().unwrap().base_offset;
+        let end = self.segments[self.segment_index(last_base) + 1].base_offset;
+        let aborted = self.collect_aborted_transactions(first, end).ok()?;
         Some(CleanTask {
             inputs,
+            aborted,
             now_ms,
             delete_retention_ms: self.config.delete_retention_ms,
             generation: self.generation,
@@ -1550,7 +1725,7 @@ impl PartitionLog {
 }
 
 fn remove_segment_files(s: &LogSegment) -> Result<(), LogError> {
-    for p in std::iter::once(s.log_path.clone()).chain(s.index_paths()) {
+    for p in s.all_paths() {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -14,10 +14,12 @@ use tracing::warn;
 
 use super::{PartitionLog, parse_segment_name};
 use crate::batch::BatchHeader;
+use crate::control::EndTxnMarker;
 use crate::durability::Fsync;
 use crate::error::{IoContext, LogError};
-use crate::producer_state::ProducerStateManager;
+use crate::producer_state::{CompletedTxn, ProducerStateManager};
 use crate::segment::file_name;
+use crate::txn_index::AbortedTxn;
 
 /// Extension of producer-state snapshot files (`<20-digit offset>.snapshot`).
 pub const SNAPSHOT_EXTENSION: &str = "snapshot";
@@ -96,6 +98,61 @@ impl PartitionLog {
             .remove_expired(now_ms, producer_id_expiration_ms)
     }
 
+    /// Offset of the first batch of the earliest transaction that is not yet stable at
+    /// `high_watermark` (ongoing, or completed with its marker at or above
+    /// `high_watermark`); prunes completed transactions whose marker is below
+    /// `high_watermark` (Kafka's `onHighWatermarkUpdated` + `firstUnstableOffset`). Never
+    /// below the log start offset. `None` when everything below the log end is stable.
+    ///
+    /// Pruning is forward-only: call it with the partition's current high watermark (a
+    /// follower truncating below it rebuilds its state anyway).
+    pub fn first_unstable_offset(&mut self, high_watermark: i64) -> Option<i64> {
+        self.producer_state
+            .on_high_watermark_updated(high_watermark);
+        self.producer_state
+            .first_unstable_offset()
+            .map(|o| o.max(self.log_start_offset))
+    }
+
+    /// `min(high_watermark, first_unstable_offset(high_watermark))`: the last stable offset
+    /// (LSO) served to read_committed consumers (Fetch isolation level 1, ListOffsets).
+    pub fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        match self.first_unstable_offset(high_watermark) {
+            Some(o) => o.min(high_watermark),
+            None => high_watermark,
+        }
+    }
+
+    /// Aborted transactions overlapping `[from_offset, upper_bound_offset)`: entries with
+    /// `last_offset >= from_offset` and `first_offset < upper_bound_offset`, from the
+    /// `.txnindex` of the segment holding `from_offset` and the following ones until an
+    /// entry's `last_stable_offset` reaches `upper_bound_offset` (Kafka's
+    /// `collectAbortedTransactions`), in marker order. Fetch read_committed sends them so
+    /// that consumers drop the listed producers' records from `first_offset` on.
+    pub fn collect_aborted_transactions(
+        &self,
+        from_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Result<Vec<AbortedTxn>, LogError> {
+        let mut out = Vec::new();
+        if from_offset >= upper_bound_offset {
+            return Ok(out);
+        }
+        let start = self
+            .segments
+            .partition_point(|s| s.base_offset <= from_offset)
+            .saturating_sub(1);
+        for seg in &self.segments[start..] {
+            if seg
+                .txn_index
+                .collect(from_offset, upper_bound_offset, &mut out)
+            {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The latest usable snapshot at or below `limit`, or an empty state at the first
     /// segment's base.
     fn latest_snapshot_state(&self, limit: i64) -> ProducerStateManager {
@@ -129,10 +186,19 @@ impl PartitionLog {
         ProducerStateManager::new(first_base)
     }
 
-    /// Applies the headers of the batches from `state.map_end_offset()` up to `to`
-    /// (exclusive), walking batch headers (no CRC: these batches were checked when appended
-    /// or recovered). A header that cannot be read stops the replay (logged).
-    fn replay_headers(&self, state: &mut ProducerStateManager, to: i64) {
+    /// Applies the batches from `state.map_end_offset()` up to `to` (exclusive), walking
+    /// batch headers (no CRC: these batches were checked when appended or recovered) and
+    /// reading the one record of control batches (markers). A batch that cannot be read
+    /// stops the replay (logged). Returns the aborted transactions completed by markers at
+    /// or after `collect_from`, with their `last_stable_offset`, in log order (for rebuilding
+    /// transaction indexes).
+    fn replay_batches(
+        &self,
+        state: &mut ProducerStateManager,
+        to: i64,
+        collect_from: i64,
+    ) -> Vec<AbortedTxn> {
+        let mut aborted = Vec::new();
         let from = state.map_end_offset();
         for (i, seg) in self.segments.iter().enumerate() {
             if seg.base_offset >= to {
@@ -155,7 +221,7 @@ impl PartitionLog {
                 Ok(None) => continue,
                 Err(e) => {
                     warn!(error = %e, "producer state replay stopped");
-                    return;
+                    return aborted;
                 }
             };
             while pos < seg.size {
@@ -163,18 +229,40 @@ impl PartitionLog {
                     Ok(h) => h,
                     Err(e) => {
                         warn!(error = %e, "producer state replay stopped");
-                        return;
+                        return aborted;
                     }
                 };
                 if h.base_offset >= to {
-                    return;
+                    return aborted;
                 }
                 if h.base_offset >= from {
-                    state.update(&h);
+                    let marker = if h.is_control() && h.producer_id >= 0 {
+                        match self.read_batch(seg, pos, &h) {
+                            Ok(bytes) => marker_of(&h, &bytes),
+                            Err(e) => {
+                                warn!(error = %e, "producer state replay stopped");
+                                return aborted;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    if let Some(c) = state.update(&h, marker) {
+                        if c.is_aborted && c.last_offset >= collect_from {
+                            aborted.push(aborted_entry(state, &c));
+                        }
+                    }
                 }
                 pos += h.total_len() as u64;
             }
         }
+        aborted
+    }
+
+    /// Applies the batches from `state.map_end_offset()` up to `to` (see
+    /// [`PartitionLog::replay_batches`]), ignoring the transactions they complete.
+    fn replay_headers(&self, state: &mut ProducerStateManager, to: i64) {
+        self.replay_batches(state, to, i64::MAX);
     }
 
     /// Rebuilds the producer state for the log below `upto` from the latest snapshot at or
@@ -187,17 +275,57 @@ impl PartitionLog {
     }
 
     /// Before a crash-recovery scan starting at `scan_start`: loads the latest snapshot at or
-    /// below `max(scan_start, persisted recovery point)` and replays the batches between it
-    /// and `scan_start`. Returns the offset from which the scan must apply batches.
-    pub(super) fn begin_recovery_producer_state(&mut self, scan_start: i64) -> i64 {
-        let limit = scan_start.max(self.persisted_recovery_point);
-        let mut state = self.latest_snapshot_state(limit);
+    /// below `txn_rebuild_from` (`<= scan_start`, the base of the first segment whose
+    /// transaction index must be rebuilt) and replays the batches up to `scan_start`,
+    /// rewriting the transaction indexes of the segments in `[txn_rebuild_from, scan_start)`.
+    /// Returns the offset from which the scan must apply batches (every scanned batch: the
+    /// scan rebuilds the transaction indexes of the segments it scans).
+    pub(super) fn begin_recovery_producer_state(
+        &mut self,
+        scan_start: i64,
+        txn_rebuild_from: i64,
+    ) -> Result<i64, LogError> {
+        assert!(txn_rebuild_from <= scan_start);
+        let mut state = self.latest_snapshot_state(txn_rebuild_from);
+        let mut aborted = Vec::new();
         if state.map_end_offset() < scan_start {
-            self.replay_headers(&mut state, scan_start);
+            aborted = self.replay_batches(&mut state, scan_start, txn_rebuild_from);
+        }
+        if txn_rebuild_from < scan_start {
+            self.rewrite_txn_indexes(txn_rebuild_from, scan_start, aborted)?;
         }
         let apply_from = state.map_end_offset();
         self.producer_state = state;
-        apply_from
+        Ok(apply_from)
+    }
+
+    /// Replaces the transaction indexes of the segments whose base is in `[from, to)` with
+    /// `aborted` (entries in marker order, each going to the segment holding its marker).
+    pub(super) fn rewrite_txn_indexes(
+        &mut self,
+        from: i64,
+        to: i64,
+        aborted: Vec<AbortedTxn>,
+    ) -> Result<(), LogError> {
+        let n = self.segments.len();
+        for i in 0..n {
+            let base = self.segments[i].base_offset;
+            if base < from || base >= to {
+                continue;
+            }
+            let end = self.segments.get(i + 1).map_or(i64::MAX, |s| s.base_offset);
+            let mine: Vec<AbortedTxn> = aborted
+                .iter()
+                .filter(|a| a.last_offset >= base && a.last_offset < end)
+                .copied()
+                .collect();
+            let seg = &mut self.segments[i];
+            if seg.txn_index.entries() != mine.as_slice() || seg.txn_index.damage.is_some() {
+                warn!(segment = %seg.log_path.display(), entries = mine.len(), "rebuilt the transaction index");
+                seg.txn_index.replace(mine)?;
+            }
+        }
+        Ok(())
     }
 
     /// After a crash-recovery scan: if recovery cut the log below the snapshot that was
@@ -303,5 +431,29 @@ impl PartitionLog {
         }
         self.producer_state = ProducerStateManager::new(offset);
         Ok(())
+    }
+}
+
+/// The end-transaction marker of a stored control batch of a producer, `None` for other
+/// control types. A marker that does not parse is logged and treated as another control
+/// type: the batch passed its CRC, so it is what the leader wrote.
+pub(crate) fn marker_of(h: &BatchHeader, bytes: &[u8]) -> Option<EndTxnMarker> {
+    match crate::control::parse_marker(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(offset = h.base_offset, producer_id = h.producer_id, error = %e, "ignoring a malformed control record");
+            None
+        }
+    }
+}
+
+/// The transaction index entry of a transaction just completed in `state`.
+pub(crate) fn aborted_entry(state: &ProducerStateManager, c: &CompletedTxn) -> AbortedTxn {
+    debug_assert!(c.is_aborted);
+    AbortedTxn {
+        producer_id: c.producer_id,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        last_stable_offset: state.last_stable_offset_after(c.last_offset),
     }
 }

@@ -16,6 +16,7 @@ use crate::batch::{BATCH_HEADER_LEN, BatchHeader, compute_crc};
 use crate::error::{IoContext, LogError};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::limits::{LOG_OVERHEAD_BYTES, RECOVERY_READ_CHUNK_BYTES, RELATIVE_OFFSET_MAX};
+use crate::txn_index::TransactionIndex;
 
 /// `<20-digit zero-padded base offset>.<ext>`.
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
@@ -33,6 +34,8 @@ pub(crate) struct LogSegment {
     pub(crate) size: u64,
     pub(crate) offset_index: OffsetIndex,
     pub(crate) time_index: TimeIndex,
+    /// `<base>.txnindex`: the aborted transactions whose marker is in this segment.
+    pub(crate) txn_index: TransactionIndex,
     pub(crate) bytes_since_last_index_entry: u64,
     /// Largest batch max timestamp in the segment (-1 if none).
     pub(crate) max_timestamp: i64,
@@ -120,6 +123,9 @@ impl LogSegment {
                 closed += 1;
             }
         }
+        if self.txn_index.release_file() {
+            closed += 1;
+        }
         if !self.touched.swap(false, Ordering::Relaxed) {
             let h = self.handle.get_mut().unwrap_or_else(|e| e.into_inner());
             if h.take().is_some() {
@@ -156,6 +162,7 @@ impl LogSegment {
             size: 0,
             offset_index: OffsetIndex::open(&index_path, base_offset)?,
             time_index: TimeIndex::open(&time_path, base_offset)?,
+            txn_index: TransactionIndex::create(dir.join(file_name(base_offset, "txnindex")))?,
             bytes_since_last_index_entry: 0,
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
@@ -190,6 +197,7 @@ impl LogSegment {
             size,
             offset_index,
             time_index,
+            txn_index: TransactionIndex::load(dir.join(file_name(base_offset, "txnindex")))?,
             bytes_since_last_index_entry: 0,
             max_timestamp,
             offset_of_max_timestamp,
@@ -369,7 +377,12 @@ impl LogSegment {
         index_interval_bytes: u32,
         index_bytes: u32,
     ) -> Result<(ScanEnd, u64), LogError> {
-        self.recover_with(prev_next_offset, index_interval_bytes, index_bytes, |_| {})
+        self.recover_with(
+            prev_next_offset,
+            index_interval_bytes,
+            index_bytes,
+            |_, _| {},
+        )
     }
 
     /// [`LogSegment::recover`], also calling `on_batch` with the header of every valid batch,
@@ -379,7 +392,7 @@ impl LogSegment {
         prev_next_offset: i64,
         index_interval_bytes: u32,
         index_bytes: u32,
-        mut on_batch: impl FnMut(&BatchHeader),
+        mut on_batch: impl FnMut(&BatchHeader, &[u8]),
     ) -> Result<(ScanEnd, u64), LogError> {
         self.offset_index.clear();
         self.time_index.clear();
@@ -398,9 +411,9 @@ impl LogSegment {
             self.base_offset,
             0,
             prev_next_offset,
-            |h, pos, _| {
+            |h, pos, bytes| {
                 self.index_batch(h, pos, index_interval_bytes);
-                on_batch(h);
+                on_batch(h, bytes);
                 Ok(())
             },
         )?;
@@ -478,10 +491,25 @@ impl LogSegment {
         ]
     }
 
+    /// Every file of the segment that exists: `.log`, `.index`, `.timeindex` and, once it
+    /// holds an entry, `.txnindex` (for removal and renaming).
+    pub(crate) fn all_paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.log_path.clone()];
+        v.extend(self.index_paths());
+        if self.txn_index.path().exists() {
+            v.push(self.txn_index.path().to_path_buf());
+        }
+        v
+    }
+
     /// Every open file of the segment, for fsync.
     pub(crate) fn files(&self) -> Result<Vec<Arc<File>>, LogError> {
         let mut v = vec![self.file()?];
-        for f in [self.offset_index.inner.file(), self.time_index.inner.file()] {
+        for f in [
+            self.offset_index.inner.file(),
+            self.time_index.inner.file(),
+            self.txn_index.file(),
+        ] {
             v.extend(f.cloned());
         }
         Ok(v)

@@ -110,6 +110,13 @@ impl BatchBuilder {
         self
     }
 
+    /// Sets the transactional attribute bit (0x10), keeping the others: a transactional data
+    /// batch (use with [`BatchBuilder::producer`]).
+    pub fn transactional(mut self) -> Self {
+        self.attributes_extra |= 0x10;
+        self
+    }
+
     /// Sets the transactional (0x10) / control (0x20) attribute bits.
     pub fn attributes(mut self, extra: i16) -> Self {
         self.attributes_extra = extra;

@@ -50,7 +50,7 @@ fn all_batches(log: &PartitionLog) -> Vec<Vec<u8>> {
 fn full_rebuild(log: &PartitionLog) -> ProducerStateManager {
     let mut s = ProducerStateManager::new(log.segment_base_offsets()[0]);
     for b in all_batches(log) {
-        s.update(&cairn_log::BatchHeader::parse(&b).unwrap());
+        s.update_from_batch(&b).unwrap();
     }
     s.advance_to(log.log_end_offset());
     s
@@ -466,6 +466,8 @@ impl Model {
                         .collect(),
                     last_timestamp: last.ts,
                     last_offset: last.last,
+                    current_txn_first_offset: None,
+                    coordinator_epoch: -1,
                 },
             );
         }
