@@ -645,48 +645,8 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        self.append_leader_batches(records, leader_epoch, now_ms, true)
-    }
-
-    // TEMPORARY: replaced by txn-log branch
-    /// Appends batches written by a coordinator (a transactional offset commit in
-    /// `__consumer_offsets`): as [`PartitionLog::append_as_leader`], but the producer's
-    /// sequence numbers are not checked (a coordinator's batch has base sequence -1); an
-    /// epoch older than the producer's known one is still refused.
-    pub fn append_as_coordinator(
-        &mut self,
-        records: &mut [u8],
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
-        for (h, _) in self.validate(records, true)? {
-            if h.producer_id < 0 || h.is_control() {
-                continue;
-            }
-            if let Some(e) = self.producer_state.get(h.producer_id) {
-                if h.producer_epoch < e.producer_epoch {
-                    return Err(crate::ProducerError::InvalidProducerEpoch {
-                        producer_id: h.producer_id,
-                        producer_epoch: h.producer_epoch,
-                        current_epoch: e.producer_epoch,
-                    }
-                    .into());
-                }
-            }
-        }
-        self.append_leader_batches(records, leader_epoch, now_ms, false)
-    }
-
-    // TEMPORARY: replaced by txn-log branch (split out of append_as_leader for the above)
-    fn append_leader_batches(
-        &mut self,
-        records: &mut [u8],
-        leader_epoch: i32,
-        now_ms: i64,
-        check_sequences: bool,
-    ) -> Result<AppendInfo, LogError> {
         let headers = self.validate(records, true)?;
-        if check_sequences && headers.iter().any(|(h, _)| h.producer_id >= 0) {
+        if headers.iter().any(|(h, _)| h.producer_id >= 0) {
             let check = self
                 .producer_state
                 .check_batches(headers.iter().map(|(h, _)| h))?;
