@@ -2,8 +2,10 @@
 //!
 //! **Owns**: the directory of one topic partition — its segment files, their sparse indexes,
 //! the checkpoints of the recovery point, the log start offset and the leader epochs, the
-//! idempotent producers' state and its snapshots, and the clean-shutdown marker. It validates RecordBatch v2 bytes, assigns offsets, stores and
-//! serves whole batches, recovers after a crash, applies retention and compaction.
+//! idempotent and transactional producers' state and its snapshots, the aborted transaction
+//! indexes, and the clean-shutdown marker. It validates RecordBatch v2 bytes, assigns
+//! offsets, stores and serves whole batches, tracks transactions and the last stable offset,
+//! recovers after a crash, applies retention and compaction.
 //!
 //! **Must never**: read the clock (time comes in as `now_ms`), spawn threads or touch sockets,
 //! re-encode batches on the append/read path (only the base offset, the partition leader epoch
@@ -12,8 +14,9 @@
 //! `cairn-broker` owns one `PartitionLog` per hosted partition behind a lock and calls it from
 //! its tokio tasks (blocking calls belong in `spawn_blocking`), passing time in.
 //!
-//! Kafka concepts: `LogSegment`, `OffsetIndex`, `TimeIndex`, `UnifiedLog`, the recovery point
-//! and `LeaderEpochFileCache` (KIP-101, KIP-279); the batch format is the Kafka protocol
+//! Kafka concepts: `LogSegment`, `OffsetIndex`, `TimeIndex`, `TransactionIndex`, `UnifiedLog`,
+//! `ProducerStateManager`, the recovery point and `LeaderEpochFileCache` (KIP-101, KIP-279),
+//! transactions and the last stable offset (KIP-98); the batch format is the Kafka protocol
 //! guide's "RecordBatch" (magic 2, KIP-98).
 //!
 //! ## Invariants (asserted or maintained by every operation)
@@ -29,6 +32,11 @@
 //! - The producer state reflects exactly the batches below `log_end_offset`, in log order
 //!   (plus producers whose batches retention deleted, until they expire), whatever path
 //!   built it: appends, a snapshot plus a replay, or a rebuild after truncation.
+//! - Every ABORT marker below `log_end_offset` that completed a transaction has exactly one
+//!   entry in the `.txnindex` of the segment holding it, in marker order, whatever path
+//!   appended it (leader, follower, recovery).
+//! - `last_stable_offset(hw) <= hw`, and never above the first offset of an ongoing
+//!   transaction, nor of a completed one whose marker is at or above `hw`.
 //!
 //! ## Files in a partition directory, byte by byte
 //!
@@ -60,9 +68,22 @@
 //!   producer id, `i16` epoch, `i64` last batch timestamp, `i64` last batch's last offset,
 //!   `u8` batch count (0..=5), and per batch, oldest first, `i32` first sequence, `i32` last
 //!   sequence, `i64` first offset, `i64` last offset, `i64` batch max timestamp (32 bytes).
+//!   Version 2 (written now; version 1 is still read) adds per entry, after the last
+//!   offset, `i64` current transaction first offset (-1 none) and `i32` coordinator epoch
+//!   (entries of 39 + 32 × batches bytes), and after the entries `u32` count of completed
+//!   transactions whose marker is not yet below the high watermark, each `i64` producer id,
+//!   `i64` first offset, `i64` marker offset, `u8` aborted (25 bytes); see
+//!   [`producer_state`] for the table.
 //!   Nothing after the last entry. Only the latest [`log::SNAPSHOTS_RETAINED`] (2) at or
 //!   below the log end and at or above the first segment's base are kept; truncation deletes
 //!   those above the new end, retention those below the first remaining segment.
+//! - `<base>.txnindex`: the aborted transactions whose ABORT marker is in the segment
+//!   (Kafka's `TransactionIndex`), 34-byte big-endian entries: `i16` version = 0, `i64`
+//!   producer id, `i64` first offset, `i64` marker offset, `i64` last stable offset (the
+//!   first offset of the earliest transaction still ongoing right after the marker, else
+//!   marker + 1). Created at the segment's first abort (directory fsync'ed then), appended
+//!   with `pwrite`, fdatasync'ed by the flush tickets covering its segment, rewritten
+//!   (`.tmp` + rename) by recovery and truncation. See [`txn_index`].
 //! - `.cairn-clean-shutdown`: empty; exists only between a clean `close` and the next `open`.
 //! - `*.deleted`: segment files being deleted (renamed first, removed `file.delete.delay.ms`
 //!   later or at the next open). `*.cleaned`, `*.tmp`: leftovers of an interrupted cleaner
@@ -82,9 +103,14 @@
 //! segments fail the same checks falls back to crash recovery from the failing segment.
 //!
 //! The producer state is loaded from the latest snapshot at or below the point where the
-//! recovery scan starts (or the persisted recovery point), and the batches after it are fed
-//! to it by that same scan; after a clean shutdown the snapshot written by `close` is at the
-//! log end and nothing is replayed. A snapshot that fails its checks (CRC, length, version,
+//! recovery scan starts, and the batches after it are fed to it by that same scan, which
+//! also rewrites the scanned segments' `.txnindex` from the ABORT markers it sees; after a
+//! clean shutdown the snapshot written by `close` is at the log end and nothing is replayed.
+//! A `.txnindex` that fails its checks (torn entry, bad version, unordered or outside its
+//! segment) is logged and rebuilt: after a clean shutdown by a recovery from its segment,
+//! after a crash (below the scan start) by loading the snapshot at or below its segment and
+//! replaying from there. A `.txnindex` lost whole below the recovery point cannot be told
+//! from a segment without aborts (its durability rests on the flushes, as in Kafka). A snapshot that fails its checks (CRC, length, version,
 //! offsets) is logged with its path, deleted, and an older one used; without any, the state
 //! is rebuilt from the first segment by walking batch headers. When an open had to replay,
 //! it writes a snapshot at the log end. Snapshots are a cache: losing one costs replay time,
@@ -134,13 +160,38 @@
 //! every other check. `append_as_follower` and recovery never check, they only record.
 //! [`PartitionLog::producer_state`] exposes the state (DescribeProducers) and
 //! [`PartitionLog::remove_expired_producers`] applies `producer.id.expiration.ms`.
-//! Transactions (markers, the transaction index, the last stable offset) are not done yet.
+//!
+//! ## Transactions (KIP-98)
+//!
+//! Transactional batches (attribute bit 4) start a transaction for their producer at their
+//! base offset; an end marker ([`control`]: a control batch whose one record says COMMIT or
+//! ABORT, written by [`PartitionLog::append_marker_as_leader`] on the leader and replicated
+//! like any batch) ends it. The producer state keeps the ongoing transactions by first
+//! offset and the completed ones whose marker is not yet known to be below the high
+//! watermark; every ABORT that completes a transaction adds an entry to the segment's
+//! `.txnindex`. From them:
+//! - [`PartitionLog::last_stable_offset`]`(hw)` (LSO) = min(hw, first unstable offset): the
+//!   bound of read_committed fetches. Calling it (or
+//!   [`PartitionLog::first_unstable_offset`]) with the current high watermark also forgets
+//!   completed transactions whose marker is below it, so the broker calls it whenever the
+//!   high watermark moves (until then they are kept in memory and in snapshots).
+//! - [`PartitionLog::collect_aborted_transactions`]`(from, upper)`: the aborted
+//!   transactions a read_committed fetch of `[from, upper)` lists.
+//! - Leader checks: a non-transactional batch during the producer's transaction is refused
+//!   (INVALID_TXN_STATE), markers from an older producer epoch or coordinator epoch are
+//!   fenced (INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED), clients may not write
+//!   control batches (INVALID_RECORD). [`PartitionLog::append_as_coordinator`] is the
+//!   group coordinator's path for transactional offset commits (no sequence checks).
+//! - Followers and recovery run the same state update without checks, so every replica
+//!   computes the same LSO and `.txnindex` files; truncating a marker away makes its
+//!   transaction ongoing again.
 //!
 //! ## Compaction
 //!
-//! See [`cleaner`]: closed segments only, last record per key kept, tombstones dropped after
-//! `delete.retention.ms` (by record timestamp), offsets unchanged, batches re-encoded with
-//! their own codec only when something inside them goes, and a three-phase API
+//! See [`cleaner`]: closed segments only (and only below the first unstable offset), last
+//! record per key kept, records of aborted transactions dropped (markers kept), tombstones
+//! dropped after `delete.retention.ms` (by record timestamp), offsets unchanged, batches
+//! re-encoded with their own codec only when something inside them goes, and a three-phase API
 //! (`prepare_clean` / `CleanTask::run` / `finish_clean`) so that the heavy part runs without
 //! the log's lock.
 //!
@@ -148,7 +199,8 @@
 //!
 //! Every bound is in [`limits`]. File descriptors: the active segment keeps three (`.log`,
 //! `.index`, `.timeindex`), and so does a rolled segment until its bytes are durable; older
-//! segments keep none, only their two index mappings, except a `.log` descriptor reopened by
+//! segments keep none, only their two index mappings (a segment that received an ABORT
+//! marker also keeps its `.txnindex` descriptor until the same sweep), except a `.log` descriptor reopened by
 //! a read, which `release_idle_handles` (run by `open` and `delete_old_segments`) closes once
 //! a sweep finds it unused since the previous sweep. Reads copy whole batches into a fresh
 //! buffer with one `pread` (plus one 61-byte header read to find the start) and verify their
@@ -157,8 +209,9 @@
 //!
 //! ## Not done yet
 //!
-//! Transactions (control batches are recorded but not interpreted, no transaction index), the
-//! cleaner keeping each producer's last batch (a rebuild from the log start after compaction
+//! The cleaner removing transaction markers once their transaction has no data left and
+//! `delete.retention.ms` passed (Kafka does; we keep every marker), the cleaner keeping each
+//! producer's last batch (a rebuild from the log start after compaction
 //! may forget producers whose batches were compacted away; snapshots are unaffected), the
 //! per-batch delete horizon of KIP-534 (tombstone expiry uses record timestamps instead), and
 //! a descriptor budget shared across partitions (the bound is per log).

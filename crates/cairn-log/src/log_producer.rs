@@ -5,8 +5,13 @@
 //! A snapshot named `<offset>.snapshot` holds the state of every batch below `<offset>`.
 //! Loading picks the latest snapshot at or below the target offset that decodes (a corrupt one
 //! is logged with its path and skipped) and is not below the first segment's base (older ones
-//! cannot be replayed forward), then applies the batch headers from there. Without any usable
-//! snapshot the state is rebuilt from the first segment.
+//! cannot be replayed forward), then applies the batch headers (and the records of control
+//! batches) from there. Without any usable snapshot the state is rebuilt from the first
+//! segment. Replays that rebuild `.txnindex` files collect the aborted transactions they see
+//! completed; the others ignore them (those indexes are already right).
+//!
+//! Also here: the read side of transactions (`first_unstable_offset`, `last_stable_offset`,
+//! `collect_aborted_transactions`).
 
 use std::path::{Path, PathBuf};
 

@@ -53,7 +53,7 @@ pub struct AbortedTxn {
     pub last_offset: i64,
     /// The partition's last stable offset right after the marker, as Kafka defines it for
     /// this index: the first offset of the earliest transaction still ongoing, else
-    /// `last_offset + 1`. Lets a search stop early (see [`TransactionIndex::collect`]).
+    /// `last_offset + 1`. Lets a search stop early (see [`crate::PartitionLog::collect_aborted_transactions`]).
     pub last_stable_offset: i64,
 }
 
