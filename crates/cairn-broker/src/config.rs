@@ -67,7 +67,24 @@ pub struct BrokerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`, in milliseconds.
     pub leader_imbalance_check_interval_ms: u64,
+    /// Transaction coordinator settings (`transaction.max.timeout.ms`,
+    /// `transactional.id.expiration.ms`); see [`TXN_PROPERTIES`].
+    pub txn: cairn_txn::TxnConfig,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state` when it
+    /// is created.
+    pub transaction_state_num_partitions: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often the
+    /// coordinator aborts transactions past their timeout.
+    pub txn_timeout_check_interval_ms: u64,
 }
+
+/// Broker properties of the transaction coordinator, with Kafka's names and defaults.
+pub const TXN_PROPERTIES: &[&str] = &[
+    "transaction.max.timeout.ms",
+    "transactional.id.expiration.ms",
+    "transaction.state.log.num.partitions",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+];
 
 /// Broker properties of the group coordinator, with Kafka's names and defaults.
 pub const GROUP_PROPERTIES: &[&str] = &[
@@ -125,7 +142,36 @@ impl BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
+            txn: cairn_txn::TxnConfig::default(),
+            transaction_state_num_partitions: 50,
+            txn_timeout_check_interval_ms: 10_000,
         }
+    }
+
+    /// Applies one of [`TXN_PROPERTIES`]; `None` if `key` is not one of them.
+    pub fn apply_txn_property(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+        if !TXN_PROPERTIES.contains(&key) {
+            return None;
+        }
+        let v = match value.trim().parse::<i64>() {
+            Ok(v) if v > 0 => v,
+            _ => {
+                return Some(Err(format!(
+                    "property {key}={value}: must be a positive integer"
+                )));
+            }
+        };
+        match key {
+            "transaction.max.timeout.ms" => {
+                self.txn.max_timeout_ms = v.min(i64::from(i32::MAX)) as i32
+            }
+            "transactional.id.expiration.ms" => self.txn.transactional_id_expiration_ms = v,
+            "transaction.state.log.num.partitions" => {
+                self.transaction_state_num_partitions = v.min(i64::from(i32::MAX)) as i32
+            }
+            _ => self.txn_timeout_check_interval_ms = v as u64,
+        }
+        Some(Ok(()))
     }
 
     /// Applies one of [`GROUP_PROPERTIES`]; `None` if `key` is not one of them.

@@ -227,7 +227,7 @@ impl Shard {
 }
 
 /// Whether this broker leads `partition` at `leader_epoch`.
-fn led_at(partition: &Partition, leader_epoch: i32) -> bool {
+pub(crate) fn led_at(partition: &Partition, leader_epoch: i32) -> bool {
     partition.is_leader() && partition.leader_epoch() == leader_epoch
 }
 
@@ -370,8 +370,7 @@ impl GroupCoordinator {
             return Err(not_coordinator());
         }
         let leader_epoch = info.leader_epoch;
-        let end = self
-            .caught_up(broker, &partition, leader_epoch, deadline)
+        let end = caught_up(broker, &partition, leader_epoch, deadline)
             .await
             .map_err(|e| match e {
                 CaughtUp::NotLeader => not_coordinator(),
@@ -398,50 +397,6 @@ impl GroupCoordinator {
         }));
         self.shards.lock().insert(index, shard.clone());
         Ok(shard)
-    }
-
-    /// Waits (until `deadline`) for the high watermark of a partition led here at
-    /// `leader_epoch` to reach its log end offset, i.e. for everything the previous
-    /// leader may have acknowledged to be readable; returns the high watermark.
-    async fn caught_up(
-        &self,
-        broker: &Broker,
-        partition: &Arc<Partition>,
-        leader_epoch: i32,
-        deadline: Instant,
-    ) -> Result<i64, CaughtUp> {
-        let target = partition.log_end_offset();
-        let mut hw = partition.subscribe();
-        let mut role = partition.subscribe_role();
-        if partition.high_watermark() < target && partition.uses_group_commit() {
-            // The leader's own part of the high watermark is its durable end.
-            broker
-                .replicas
-                .group_committer
-                .flush(partition.clone())
-                .await
-                .map_err(|e| CaughtUp::Storage(e.to_string()))?;
-        }
-        loop {
-            hw.borrow_and_update();
-            let now = partition.high_watermark();
-            if now >= target {
-                return Ok(now);
-            }
-            if !led_at(partition, leader_epoch) {
-                return Err(CaughtUp::NotLeader);
-            }
-            tokio::select! {
-                changed = hw.changed() => if changed.is_err() {
-                    return Err(CaughtUp::NotLeader);
-                },
-                _ = role.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!(partition = partition.index, high_watermark = now, target, "group coordinator partition not loadable yet: high watermark behind");
-                    return Err(CaughtUp::Waiting);
-                }
-            }
-        }
     }
 
     /// Loads every partition of the offsets topic led here (at startup); partitions not
@@ -974,8 +929,51 @@ fn unavailable_on_timeout(e: CoordinatorError) -> CoordinatorError {
     }
 }
 
+/// Waits (until `deadline`) for the high watermark of a partition led here at
+/// `leader_epoch` to reach its log end offset, i.e. for everything the previous
+/// leader may have acknowledged to be readable; returns the high watermark.
+pub(crate) async fn caught_up(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    leader_epoch: i32,
+    deadline: Instant,
+) -> Result<i64, CaughtUp> {
+    let target = partition.log_end_offset();
+    let mut hw = partition.subscribe();
+    let mut role = partition.subscribe_role();
+    if partition.high_watermark() < target && partition.uses_group_commit() {
+        // The leader's own part of the high watermark is its durable end.
+        broker
+            .replicas
+            .group_committer
+            .flush(partition.clone())
+            .await
+            .map_err(|e| CaughtUp::Storage(e.to_string()))?;
+    }
+    loop {
+        hw.borrow_and_update();
+        let now = partition.high_watermark();
+        if now >= target {
+            return Ok(now);
+        }
+        if !led_at(partition, leader_epoch) {
+            return Err(CaughtUp::NotLeader);
+        }
+        tokio::select! {
+            changed = hw.changed() => if changed.is_err() {
+                return Err(CaughtUp::NotLeader);
+            },
+            _ = role.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(partition = partition.index, high_watermark = now, target, "group coordinator partition not loadable yet: high watermark behind");
+                return Err(CaughtUp::Waiting);
+            }
+        }
+    }
+}
+
 /// Why a partition led here cannot be loaded yet.
-enum CaughtUp {
+pub(crate) enum CaughtUp {
     NotLeader,
     /// The high watermark has not reached the log end offset yet.
     Waiting,
@@ -1088,15 +1086,10 @@ fn replay_batch(
     partition_index: i32,
     now_ms: i64,
 ) -> Result<u64, CoordinatorError> {
-    let decoded = cairn_log::batch::decode_records(bytes)
-        .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
     if header.is_control() {
-        match decoded
-            .first()
-            .and_then(|r| r.key.as_deref())
-            .map(parse_marker)
-        {
-            Some(Some(commit)) => {
+        match cairn_log::parse_marker(bytes) {
+            Ok(Some(marker)) => {
+                let commit = marker.control == cairn_log::ControlType::Commit;
                 machine.complete_txn(header.producer_id, commit);
             }
             other => {
@@ -1105,6 +1098,8 @@ fn replay_batch(
         }
         return Ok(0);
     }
+    let decoded = cairn_log::batch::decode_records(bytes)
+        .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
     let mut records = 0;
     for r in decoded {
         let Some(key) = &r.key else { continue };
@@ -1126,19 +1121,6 @@ fn replay_batch(
         }
     }
     Ok(records)
-}
-
-/// A transaction marker's key: `i16 version = 0, i16 type` with type 0 = ABORT, 1 = COMMIT
-/// (Kafka's `ControlRecordType`). `Some(commit)`, or `None` for another control record.
-// replaced by cairn_log::control::parse_marker at merge
-fn parse_marker(key: &[u8]) -> Option<bool> {
-    let version = i16::from_be_bytes(key.get(0..2)?.try_into().ok()?);
-    let kind = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
-    match (version, kind) {
-        (0, 0) => Some(false),
-        (0, 1) => Some(true),
-        _ => None,
-    }
 }
 
 /// The error a client gets when its answer's records could not be replicated.
@@ -1397,15 +1379,6 @@ mod tests {
             .into_iter()
             .map(|(_, r)| r.map(|c| c.map(|c| c.offset)))
             .collect()
-    }
-
-    #[test]
-    fn markers_parse_as_kafka_writes_them() {
-        assert_eq!(parse_marker(&marker(true).0), Some(true));
-        assert_eq!(parse_marker(&marker(false).0), Some(false));
-        assert_eq!(parse_marker(&[0, 1, 0, 1]), None, "unknown version");
-        assert_eq!(parse_marker(&[0, 0, 0, 2]), None, "another control type");
-        assert_eq!(parse_marker(&[0, 0]), None, "truncated");
     }
 
     /// The loader holds transactional batches pending per producer and lets each control

@@ -40,6 +40,7 @@ pub mod quorum;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;
+pub mod txn_coordinator;
 
 pub use config::BrokerConfig;
 

@@ -54,6 +54,8 @@ pub const QUORUM_COMMIT_INDEX: &str = "cairn_quorum_commit_index";
 pub const QUORUM_APPLIED_INDEX: &str = "cairn_quorum_applied_index";
 pub const GROUP_COMMITTED_OFFSET: &str = "cairn_group_committed_offset";
 pub const GROUP_LAG: &str = "cairn_group_lag";
+pub const LAST_STABLE_OFFSET: &str = "cairn_partition_last_stable_offset";
+pub const TRANSACTIONS: &str = "cairn_transactions";
 
 /// Histogram buckets for latencies, in seconds: 50 µs to 30 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -156,6 +158,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Records between a group's committed offset and the partition's high watermark (on the coordinator, for partitions it hosts)."
     );
     describe_gauge!(
+        LAST_STABLE_OFFSET,
+        "Last stable offset of a partition led here: read_committed consumers read up to it (below the high watermark while a transaction is open)."
+    );
+    describe_gauge!(
+        TRANSACTIONS,
+        "Transactional ids coordinated by this broker, by transaction state (Empty, Ongoing, PrepareCommit, ...)."
+    );
+    describe_gauge!(
         QUORUM_LEADER_ID,
         "Node id of the metadata quorum leader (the active controller), -1 if none."
     );
@@ -208,6 +218,14 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeQuorum => "DescribeQuorum",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         _ => "other",
     }
 }
@@ -232,6 +250,9 @@ fn collect(broker: &Broker) {
         gauge!(LOG_START_OFFSET, &labels).set(start as f64);
         gauge!(LOG_END_OFFSET, &labels).set(end as f64);
         gauge!(HIGH_WATERMARK, &labels).set(p.high_watermark() as f64);
+        if p.is_leader() {
+            gauge!(LAST_STABLE_OFFSET, &labels).set(p.last_stable_offset() as f64);
+        }
         gauge!(PARTITION_SIZE, &labels).set(size as f64);
         gauge!(PARTITION_SEGMENTS, &labels).set(segments as f64);
         let info = p.info();
@@ -260,6 +281,11 @@ fn collect(broker: &Broker) {
     }
     gauge!(UNDER_REPLICATED).set(under_replicated as f64);
     gauge!(OFFLINE).set(offline as f64);
+    let by_state = broker.txn_coordinator.count_by_state();
+    for state in crate::handlers::list_transactions::STATES {
+        let n = by_state.get(state).copied().unwrap_or(0);
+        gauge!(TRANSACTIONS, "state" => *state).set(n as f64);
+    }
     for (group, topic, partition, offset) in broker.group_coordinator.committed_offsets() {
         let hw = broker
             .replicas

@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 use cairn_log::{
-    AppendInfo, FlushPolicy, FlushTicket, LogConfig, LogError, PartitionLog, ReadInfo,
+    AbortedTxn, AppendInfo, EndTxnMarker, FlushPolicy, FlushTicket, LogConfig, LogError,
+    PartitionLog, ReadInfo,
 };
 use cairn_meta::{ClusterState, PartitionRecord, TopicInfo};
 use kafka_protocol::error::ResponseError;
@@ -190,12 +191,9 @@ impl Partition {
         now_ms: i64,
         check_min_insync: bool,
     ) -> Result<LeaderAppend, AppendError> {
-        self.append_leader_with(
-            records,
-            now_ms,
-            check_min_insync,
-            PartitionLog::append_as_leader,
-        )
+        self.append_leader_with(check_min_insync, |log, leader_epoch| {
+            log.append_as_leader(records, leader_epoch, now_ms)
+        })
     }
 
     /// Appends batches a coordinator writes into its own partition (the group coordinator's
@@ -211,15 +209,33 @@ impl Partition {
         records: &mut [u8],
         now_ms: i64,
     ) -> Result<LeaderAppend, AppendError> {
-        self.append_leader_with(records, now_ms, false, PartitionLog::append_as_coordinator)
+        self.append_leader_with(false, |log, leader_epoch| {
+            log.append_as_coordinator(records, leader_epoch, now_ms)
+        })
     }
 
+    /// Appends an end-transaction marker (COMMIT or ABORT) for `producer_id` as leader,
+    /// for WriteTxnMarkers. Markers are written like `acks=all` produces: refused below
+    /// `min.insync.replicas`, and the caller waits for the high watermark to pass them.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        now_ms: i64,
+    ) -> Result<LeaderAppend, AppendError> {
+        self.append_leader_with(true, |log, leader_epoch| {
+            log.append_marker_as_leader(producer_id, producer_epoch, marker, leader_epoch, now_ms)
+        })
+    }
+
+    /// The leader append shared by produces, coordinators and markers: checks leadership
+    /// (and `min.insync.replicas` when asked) under the role lock, then runs `append` on
+    /// the log with the current leader epoch.
     fn append_leader_with(
         &self,
-        records: &mut [u8],
-        now_ms: i64,
         check_min_insync: bool,
-        append: impl FnOnce(&mut PartitionLog, &mut [u8], i32, i64) -> Result<AppendInfo, LogError>,
+        append: impl FnOnce(&mut PartitionLog, i32) -> Result<AppendInfo, LogError>,
     ) -> Result<LeaderAppend, AppendError> {
         let role = self.role.lock();
         if role.info.leader != self.node_id {
@@ -245,7 +261,7 @@ impl Partition {
             ));
         }
         let mut log = self.log.lock();
-        let info = append(&mut log, records, role.info.leader_epoch, now_ms)?;
+        let info = append(&mut log, role.info.leader_epoch)?;
         drop(role);
         let log_start_offset = log.log_start_offset();
         let leo = log.log_end_offset();
@@ -260,6 +276,42 @@ impl Partition {
             log_start_offset,
             needs_group_commit,
         })
+    }
+
+    /// The last stable offset (LSO): the high watermark, or the first offset of the
+    /// earliest transaction not yet decided below it if lower. `read_committed` consumers
+    /// read up to here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log.lock().last_stable_offset(hw)
+    }
+
+    /// Reads whole batches from `fetch_offset` up to the last stable offset, for a
+    /// `read_committed` consumer, with the aborted transactions overlapping what was read
+    /// (the client drops their records). Also returns the last stable offset.
+    pub fn read_committed(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(ReadInfo, i64, Vec<AbortedTxn>), LogError> {
+        let hw = self.high_watermark();
+        let mut log = self.log.lock();
+        let lso = log.last_stable_offset(hw);
+        let read = log.read(fetch_offset, max_bytes, lso, min_one_batch)?;
+        let mut upper = fetch_offset;
+        for batch in cairn_log::Batches::new(&read.records) {
+            match batch {
+                Ok((h, _)) => upper = h.last_offset() + 1,
+                Err(_) => break,
+            }
+        }
+        let aborted = if upper > fetch_offset {
+            log.collect_aborted_transactions(fetch_offset, upper.min(lso))?
+        } else {
+            Vec::new()
+        };
+        Ok((read, lso, aborted))
     }
 
     /// Appends batches fetched from the leader of `leader_epoch`; refused (`Ok(None)`)
@@ -879,6 +931,9 @@ impl ReplicaManager {
                 }
             }
             partition.clamp_high_watermark_to_log_start();
+            // The log forgets completed transactions only when told the high watermark
+            // (cairn-log's LSO contract); the cleaner stops at the first unstable offset.
+            partition.last_stable_offset();
             let Some(task) = partition.with_log(|log| log.prepare_clean(now_ms)) else {
                 continue;
             };

@@ -28,6 +28,8 @@ pub struct Broker {
     pub advertised_port: u16,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     pub group_coordinator: crate::group_coordinator::GroupCoordinator,
+    /// Transactions (`__transaction_state`).
+    pub txn_coordinator: crate::txn_coordinator::TxnCoordinatorService,
 }
 
 /// A running broker.
@@ -95,6 +97,7 @@ impl Broker {
                     config2.group.clone(),
                     config2.offsets_topic_num_partitions,
                 ),
+                txn_coordinator: crate::txn_coordinator::TxnCoordinatorService::new(),
                 config: config2,
                 metadata,
                 replicas,
@@ -124,6 +127,10 @@ impl Broker {
             shutdown_rx.clone(),
         ));
         tokio::spawn(crate::group_coordinator::run(
+            broker.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(crate::txn_coordinator::run(
             broker.clone(),
             shutdown_rx.clone(),
         ));

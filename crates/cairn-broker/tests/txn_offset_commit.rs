@@ -15,9 +15,6 @@ use cairn_broker::group_coordinator::OFFSETS_TOPIC;
 use cairn_broker::{Broker, BrokerConfig, BrokerHandle};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -217,34 +214,17 @@ async fn start(dir: &std::path::Path) -> BrokerHandle {
 async fn write_marker(broker: &BrokerHandle, producer_id: i64, producer_epoch: i16, commit: bool) {
     let broker = broker.broker();
     let partition = broker.replicas.get(OFFSETS_TOPIC, 0).unwrap();
-    let record = Record {
-        transactional: true,
-        control: true,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id,
-        producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1,
-        // ControlRecordType key: version 0, type (0 ABORT, 1 COMMIT); value: version 0,
-        // coordinator epoch.
-        key: Some(Bytes::from(vec![0, 0, 0, u8::from(commit)])),
-        value: Some(Bytes::from(vec![0, 0, 0, 0, 0, 0])),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
+    let marker = cairn_log::EndTxnMarker {
+        control: if commit {
+            cairn_log::ControlType::Commit
+        } else {
+            cairn_log::ControlType::Abort
         },
-    )
-    .unwrap();
-    let appended = partition.append_as_coordinator(&mut buf, 1).unwrap();
+        coordinator_epoch: 0,
+    };
+    let appended = partition
+        .append_marker(producer_id, producer_epoch, marker, 1)
+        .unwrap();
     if appended.needs_group_commit {
         broker
             .replicas

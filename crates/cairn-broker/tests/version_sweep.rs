@@ -250,6 +250,53 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                         ]),
                 ]),
         ),
+        // Transaction APIs for an id nobody coordinates (no `__transaction_state` yet):
+        // NOT_COORDINATOR answers, at every version.
+        ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(
+                    "sweep-txn",
+                )))
+                .with_v3_and_below_producer_id(ProducerId(1))
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(name(TOPIC))
+                        .with_partitions(vec![0]),
+                ]),
+        ),
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("sweep-txn")))
+                .with_group_id(GroupId(StrBytes::from_static_str("sweep-group"))),
+        ),
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("sweep-txn")))
+                .with_committed(true),
+        ),
+        // A marker for a producer the partition has never seen: written, it ends nothing.
+        ApiKey::WriteTxnMarkers => {
+            RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(424242))
+                    .with_producer_epoch(0)
+                    .with_transaction_result(false)
+                    .with_coordinator_epoch(0)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(name(TOPIC))
+                            .with_partition_indexes(vec![0]),
+                    ]),
+            ]))
+        }
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_static_str("sweep-txn"),
+            )]),
+        ),
+        ApiKey::ListTransactions => RequestKind::ListTransactions(
+            ListTransactionsRequest::default().with_duration_filter(-1),
+        ),
         // Cancelling a reassignment that is not in progress: NO_REASSIGNMENT_IN_PROGRESS.
         ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
             AlterPartitionReassignmentsRequest::default()
@@ -364,8 +411,8 @@ async fn every_advertised_version_is_answered() {
 }
 
 /// InitProducerId: fresh ids are distinct with epoch 0, a KIP-360 request bumps the epoch
-/// of the same id (a fresh id at the last epoch), a transactional id is refused with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+/// of the same id (a fresh id at the last epoch), a transactional id no broker coordinates
+/// yet is NOT_COORDINATOR.
 #[tokio::test(flavor = "multi_thread")]
 async fn init_producer_id_fresh_bump_and_transactional() {
     let dir = tempfile::tempdir().unwrap();
@@ -422,9 +469,66 @@ async fn init_producer_id_fresh_bump_and_transactional() {
     assert!(c != a && c != b);
     // Only one of id and epoch: INVALID_REQUEST (42).
     assert_eq!(init(4, bump(b, -1)).await.0, 42);
-    // Transactions are not served: TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53).
-    let transactional =
-        fresh().with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1"))));
-    assert_eq!(init(4, transactional).await.0, 53);
+    // A transactional id before FindCoordinator created `__transaction_state`: nobody
+    // coordinates it yet, NOT_COORDINATOR (16).
+    let transactional = || {
+        fresh()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1"))))
+            .with_transaction_timeout_ms(60_000)
+    };
+    assert_eq!(init(4, transactional()).await.0, 16);
+    broker.shutdown().await;
+}
+
+/// Transactional InitProducerId at the coordinator: epoch 0 for a new transactional id,
+/// then the same id with epoch + 1 at each re-init (fencing the previous producer); a
+/// timeout above `transaction.max.timeout.ms` is INVALID_TRANSACTION_TIMEOUT.
+#[tokio::test(flavor = "multi_thread")]
+async fn transactional_init_producer_id_bumps_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerConfig::new(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut stream = TcpStream::connect(broker.local_addr()).await.unwrap();
+    let find = RequestKind::FindCoordinator(
+        FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("txn-1")),
+    );
+    match call(&mut stream, ApiKey::FindCoordinator, 3, 1, &find).await {
+        Ok(ResponseKind::FindCoordinator(r)) => assert_eq!(r.error_code, 0, "{r:?}"),
+        other => panic!("FindCoordinator: {other:?}"),
+    }
+    let mut correlation_id = 1;
+    let mut init = async |timeout_ms: i32| loop {
+        correlation_id += 1;
+        let req = RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1"))))
+                .with_transaction_timeout_ms(timeout_ms)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+        match call(&mut stream, ApiKey::InitProducerId, 4, correlation_id, &req).await {
+            // The partition is still loading right after its creation: retried, as
+            // clients do.
+            Ok(ResponseKind::InitProducerId(r)) if r.error_code == 14 || r.error_code == 15 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(ResponseKind::InitProducerId(r)) => {
+                return (r.error_code, r.producer_id.0, r.producer_epoch);
+            }
+            other => panic!("InitProducerId: {other:?}"),
+        }
+    };
+    let (code, id, epoch) = init(60_000).await;
+    assert_eq!((code, epoch), (0, 0));
+    assert_eq!(init(60_000).await, (0, id, 1));
+    assert_eq!(init(60_000).await, (0, id, 2));
+    // transaction.max.timeout.ms is 900000: INVALID_TRANSACTION_TIMEOUT (50).
+    assert_eq!(init(900_001).await.0, 50);
     broker.shutdown().await;
 }

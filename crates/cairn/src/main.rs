@@ -273,6 +273,11 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
                     bail!("{e}");
                 }
             }
+            _ if cairn_broker::config::TXN_PROPERTIES.contains(&key.as_str()) => {
+                if let Some(Err(e)) = config.apply_txn_property(&key, &value) {
+                    bail!("{e}");
+                }
+            }
             _ if cairn_log::LogConfig::KNOWN_KEYS.contains(&key.as_str()) => {
                 config.log_defaults.insert(key, value);
             }

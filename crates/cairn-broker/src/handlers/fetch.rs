@@ -30,8 +30,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -40,7 +42,8 @@ use crate::errors::{check_leader_epoch, log_error_code};
 
 /// Longest a fetch may park, whatever the client asks for.
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
-/// `read_committed` consumers get an empty aborted-transactions list (no transactions yet).
+/// `isolation_level` of a consumer that reads committed transactional data only: it reads
+/// up to the last stable offset and gets the aborted transactions of what it read.
 const ISOLATION_READ_COMMITTED: i8 = 1;
 
 pub async fn handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse {
@@ -177,6 +180,25 @@ fn read_all(
                         continue;
                     }
                 }
+            } else if request.isolation_level == ISOLATION_READ_COMMITTED {
+                receivers.push(partition.subscribe());
+                partition.is_leader().then(|| {
+                    partition
+                        .read_committed(p.fetch_offset, max_bytes, total == 0)
+                        .map(|(read, _, aborted)| {
+                            data.aborted_transactions = Some(
+                                aborted
+                                    .iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                            read
+                        })
+                })
             } else {
                 receivers.push(partition.subscribe());
                 partition
@@ -189,7 +211,9 @@ fn read_all(
                 continue;
             };
             let hw = partition.high_watermark();
-            data = data.with_high_watermark(hw).with_last_stable_offset(hw);
+            data = data
+                .with_high_watermark(hw)
+                .with_last_stable_offset(partition.last_stable_offset());
             match read {
                 Ok(read) => {
                     total += read.records.len();

@@ -7,8 +7,12 @@
 //! says, answered with that broker's registered host and port; a partition without a
 //! leader (every replica fenced) is COORDINATOR_NOT_AVAILABLE, which clients retry. A
 //! client sent to a broker that has lost the leadership since gets NOT_COORDINATOR from it
-//! and asks again. Transaction coordinators (key type 1) and share groups (key type 2) are
-//! not served yet: those keys get INVALID_REQUEST.
+//! and asks again.
+//!
+//! Transaction coordinators (key type 1) follow the same rules with `__transaction_state`
+//! (`transaction.state.log.num.partitions`, default 50) and the transactional id's
+//! partition ([`crate::txn_coordinator`]). Share groups (key type 2) are not served:
+//! INVALID_REQUEST.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use super::topics::create_topic;
 use crate::group_coordinator::OFFSETS_TOPIC;
+use crate::txn_coordinator::TXN_TOPIC;
 
 /// FindCoordinator key types.
 /// FindCoordinator key type of a transactional id.
@@ -61,37 +66,37 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(msg)))
     };
-    // Transactions are not served yet. TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the answer
-    // clients treat as final (librdkafka's init_transactions fails at once with our
-    // message, as do Java's and kafka-python's); INVALID_REQUEST made librdkafka retry
-    // until its timeout.
-    if key_type == KEY_TYPE_TRANSACTION {
-        return refused(
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactions are not supported by this broker yet; use an idempotent producer (enable.idempotence=true) without transactional.id".to_owned(),
-        );
-    }
-    if key_type != KEY_TYPE_GROUP {
+    let broker = &ctx.broker;
+    let (topic, partitions) = match key_type {
+        KEY_TYPE_GROUP => (OFFSETS_TOPIC, broker.config.offsets_topic_num_partitions),
+        KEY_TYPE_TRANSACTION => (TXN_TOPIC, broker.config.transaction_state_num_partitions),
+        _ => {
+            return refused(
+                ResponseError::InvalidRequest,
+                format!(
+                    "coordinator key type {key_type} (share groups) is not supported by this broker yet"
+                ),
+            );
+        }
+    };
+    if key_type == KEY_TYPE_TRANSACTION && key.is_empty() {
         return refused(
             ResponseError::InvalidRequest,
-            format!(
-                "coordinator key type {key_type} (share groups) is not supported by this broker yet"
-            ),
+            "an empty transactional id has no coordinator".to_owned(),
         );
     }
-    let broker = &ctx.broker;
-    if broker.metadata.state().topic(OFFSETS_TOPIC).is_none() {
+    if broker.metadata.state().topic(topic).is_none() {
         let configs = BTreeMap::from([
             ("cleanup.policy".to_owned(), "compact".to_owned()),
             ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
         ]);
-        let partitions = broker.config.offsets_topic_num_partitions;
-        // `offsets.topic.replication.factor` (Kafka: 3), capped by the live brokers.
+        // `offsets.topic.replication.factor` / `transaction.state.log.replication.factor`
+        // (Kafka: 3), capped by the live brokers.
         let replication_factor =
             cairn_meta::controller::default_replication_factor(&broker.metadata.state());
         match create_topic(
             broker,
-            OFFSETS_TOPIC.to_owned(),
+            topic.to_owned(),
             partitions,
             replication_factor,
             configs,
@@ -101,18 +106,22 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
         {
             Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => {}
             Err((code, msg)) => {
-                tracing::warn!(?code, "creating {OFFSETS_TOPIC} failed: {msg}");
+                tracing::warn!(?code, "creating {topic} failed: {msg}");
                 return refused(
                     ResponseError::CoordinatorNotAvailable,
-                    format!("cannot create {OFFSETS_TOPIC}: {msg}"),
+                    format!("cannot create {topic}: {msg}"),
                 );
             }
         }
     }
     let state = broker.metadata.state();
-    let index = broker.group_coordinator.partition_of(broker, &key);
+    let index = if key_type == KEY_TYPE_GROUP {
+        broker.group_coordinator.partition_of(broker, &key)
+    } else {
+        broker.txn_coordinator.partition_of(broker, &key)
+    };
     let leader = state
-        .topic(OFFSETS_TOPIC)
+        .topic(topic)
         .and_then(|t| t.partitions.get(index as usize))
         .map(|p| p.leader)
         .and_then(|id| state.broker(id))
@@ -125,7 +134,7 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
             .with_port(i32::from(b.port)),
         None => refused(
             ResponseError::CoordinatorNotAvailable,
-            format!("{OFFSETS_TOPIC} partition {index} has no leader"),
+            format!("{topic} partition {index} has no leader"),
         ),
     }
 }

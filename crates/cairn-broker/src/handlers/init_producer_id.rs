@@ -11,11 +11,13 @@
 //!   broker keeps no record of epochs: the partitions' producer state does the fencing
 //!   (a batch with an older epoch than the last written gets INVALID_PRODUCER_EPOCH).
 //!   Only one of the two set is INVALID_REQUEST.
-//! - A non-null `transactional_id`: transactions are not served yet, so
-//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED with a message saying so. Every client treats
-//!   that error as fatal for a transactional producer (librdkafka, Java, kafka-python), so
-//!   `init_transactions()` fails at once instead of retrying; a retriable code such as
-//!   COORDINATOR_NOT_AVAILABLE would leave it retrying until its timeout.
+//! - A non-null `transactional_id`: sent to the transactional id's coordinator
+//!   ([`crate::txn_coordinator`], NOT_COORDINATOR elsewhere), which answers the id's
+//!   producer id with its epoch bumped (a new producer id at epoch exhaustion), fencing
+//!   any older producer with that transactional id; an open transaction of the id is first
+//!   aborted (CONCURRENT_TRANSACTIONS until that is done, which clients retry). A
+//!   `transaction_timeout_ms` above `transaction.max.timeout.ms` is
+//!   INVALID_TRANSACTION_TIMEOUT; an empty transactional id INVALID_REQUEST.
 //! - No id block could be obtained (no metadata quorum, this broker not registered yet):
 //!   COORDINATOR_LOAD_IN_PROGRESS, which clients retry (Kafka answers the same while its
 //!   broker waits for a block).
@@ -35,10 +37,6 @@ pub async fn handle(ctx: RequestContext, request: InitProducerIdRequest) -> Init
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if let Some(id) = &request.transactional_id {
-        tracing::info!(peer = %ctx.peer, transactional_id = %id.0.as_str(), "InitProducerId for a transactional producer refused: transactions are not supported yet");
-        return refused(ResponseError::TransactionalIdAuthorizationFailed);
-    }
     let (pid, epoch) = if ctx.version >= 3 {
         (request.producer_id.0, request.producer_epoch)
     } else {
@@ -52,6 +50,33 @@ pub async fn handle(ctx: RequestContext, request: InitProducerIdRequest) -> Init
             return refused(ResponseError::InvalidRequest);
         }
     };
+    if let Some(id) = &request.transactional_id {
+        let id = id.0.as_str();
+        if id.is_empty() {
+            return refused(ResponseError::InvalidRequest);
+        }
+        return match ctx
+            .broker
+            .txn_coordinator
+            .init_producer_id(&ctx.broker, id, request.transaction_timeout_ms, bump)
+            .await
+        {
+            Ok((producer_id, producer_epoch)) => {
+                tracing::debug!(peer = %ctx.peer, transactional_id = id, producer_id, producer_epoch, "transactional producer initialised");
+                InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(producer_epoch)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %ctx.peer, transactional_id = id, error = ?e.code, "InitProducerId refused: {}", e.message);
+                refused(crate::txn_coordinator::fenced_for_version(
+                    e.code,
+                    ctx.version,
+                    4,
+                ))
+            }
+        };
+    }
     let next_free = ctx.broker.metadata.state().next_producer_id();
     if let Some((pid, epoch)) = bump
         && epoch < MAX_EPOCH

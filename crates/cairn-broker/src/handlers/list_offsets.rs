@@ -1,4 +1,8 @@
 //! ListOffsets (key 2): earliest, latest, by timestamp and max timestamp.
+//!
+//! Offsets are bounded by what the requester may read: the high watermark, or for
+//! `isolation_level=1` (read_committed, v2+) the last stable offset, as in Kafka: "latest"
+//! is that bound and a lookup by time never answers an offset at or above it.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -16,6 +20,8 @@ pub const EARLIEST_TIMESTAMP: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
+/// `isolation_level` of a read_committed requester.
+const READ_COMMITTED: i8 = 1;
 
 pub fn handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let broker = &ctx.broker;
@@ -37,7 +43,12 @@ pub fn handle(ctx: RequestContext, request: ListOffsetsRequest) -> ListOffsetsRe
                         return response
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    match lookup(&partition, p.timestamp, p.current_leader_epoch) {
+                    match lookup(
+                        &partition,
+                        p.timestamp,
+                        p.current_leader_epoch,
+                        request.isolation_level == READ_COMMITTED,
+                    ) {
                         Ok((timestamp, offset)) => {
                             let response = response.with_timestamp(timestamp).with_offset(offset);
                             // The field exists from v4; the encoder refuses it below.
@@ -64,12 +75,18 @@ fn lookup(
     partition: &Partition,
     timestamp: i64,
     current_leader_epoch: i32,
+    read_committed: bool,
 ) -> Result<(i64, i64), ResponseError> {
     if !partition.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
     check_leader_epoch(current_leader_epoch, partition.leader_epoch())?;
-    let hw = partition.high_watermark();
+    // The bound on what the requester may read (named `hw` for both isolation levels).
+    let hw = if read_committed {
+        partition.last_stable_offset()
+    } else {
+        partition.high_watermark()
+    };
     match timestamp {
         LATEST_TIMESTAMP => Ok((-1, hw)),
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((-1, partition.log_start_offset())),

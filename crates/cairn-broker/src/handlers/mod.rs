@@ -9,6 +9,8 @@ use kafka_protocol::protocol::{Message, VersionRange};
 
 use crate::server::Broker;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
@@ -21,6 +23,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -31,6 +35,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -40,6 +45,7 @@ pub mod produce;
 pub mod sync_group;
 mod topics;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 /// What a handler knows about the request it serves.
 #[derive(Clone)]
@@ -111,6 +117,24 @@ pub const APIS: &[ApiSpec] = &[
     ApiSpec {
         key: ApiKey::TxnOffsetCommit,
         versions: VersionRange { min: 0, max: 4 },
+    },
+    // v4+ is KIP-890's batched broker-to-coordinator verification, not served.
+    ApiSpec {
+        key: ApiKey::AddPartitionsToTxn,
+        versions: VersionRange { min: 0, max: 3 },
+    },
+    spec::<AddOffsetsToTxnRequest>(ApiKey::AddOffsetsToTxn),
+    // v5 is transactions v2 (KIP-890 part 2), not served.
+    ApiSpec {
+        key: ApiKey::EndTxn,
+        versions: VersionRange { min: 0, max: 4 },
+    },
+    spec::<WriteTxnMarkersRequest>(ApiKey::WriteTxnMarkers),
+    spec::<DescribeTransactionsRequest>(ApiKey::DescribeTransactions),
+    // v2's transactional-id regular expression is not served.
+    ApiSpec {
+        key: ApiKey::ListTransactions,
+        versions: VersionRange { min: 0, max: 1 },
     },
 ];
 
@@ -191,6 +215,22 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(ctx, r).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(ctx, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(ctx, r).await),
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(ctx, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(describe_transactions::handle(ctx, r).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(list_transactions::handle(ctx, r))
         }
         other => {
             // The connection checks the table before decoding, so this is a table/dispatch

@@ -24,9 +24,15 @@
 //! Followers record the same state from the replicated batches, so it moves with
 //! leadership.
 //!
-//! Transactions are not served: a request with a `transactional_id` and batches with the
-//! transactional bit are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (fatal in
-//! clients, as at InitProducerId), control batches from clients with INVALID_RECORD.
+//! ## Transactions
+//! Transactional batches (the transactional bit set, from a producer that has called
+//! InitProducerId with its `transactional_id`) are appended like idempotent ones and start
+//! (or continue) the producer's transaction in the partition's producer state, which holds
+//! the last stable offset below their first offset until the coordinator's COMMIT or ABORT
+//! marker arrives (WriteTxnMarkers). A non-transactional batch from a producer with an
+//! open transaction is INVALID_TXN_STATE. As in Kafka before KIP-890, the leader does not
+//! ask the coordinator whether the partition was added to the transaction. Control
+//! batches from clients are refused with INVALID_RECORD: only markers write them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,11 +57,6 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
         Some((
             ResponseError::InvalidRequiredAcks,
             format!("acks={acks} is not one of 0, 1, -1"),
-        ))
-    } else if request.transactional_id.is_some() {
-        Some((
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactions are not supported by this broker yet".to_owned(),
         ))
     } else {
         None
@@ -190,8 +191,8 @@ pub async fn handle(ctx: RequestContext, request: ProduceRequest) -> Option<Prod
 }
 
 /// Waits until the high watermark reaches `end` (the offset after the appended records),
-/// first making them durable here under group commit.
-async fn replicated(
+/// first making them durable here under group commit. Also used by WriteTxnMarkers.
+pub(crate) async fn replicated(
     committer: crate::group_commit::GroupCommitter,
     partition: Arc<Partition>,
     end: i64,
@@ -278,12 +279,6 @@ fn append(
     };
     for batch in Batches::new(&records) {
         let (header, _) = batch.map_err(|e| (log_error_code(&e), e.to_string()))?;
-        if header.is_transactional() {
-            return Err((
-                ResponseError::TransactionalIdAuthorizationFailed,
-                "transactional batches are not supported by this broker yet".to_owned(),
-            ));
-        }
         if header.is_control() {
             return Err((
                 ResponseError::InvalidRecord,
