@@ -804,31 +804,3 @@ fn idempotent_producer_survives_broker_kill() {
         "only acknowledged records in the log"
     );
 }
-
-/// Transactions are not served: a librdkafka producer with `transactional.id` gets a
-/// final error from `init_transactions` naming the reason (FindCoordinator for its
-/// transactional id answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED), never a producer id.
-#[test]
-fn transactional_producer_is_refused() {
-    use rdkafka::producer::{BaseProducer, Producer};
-
-    let broker = BrokerProcess::start();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("transactional.id", "cairn-txn-test")
-        .create()
-        .expect("producer");
-    let started = std::time::Instant::now();
-    let err = producer
-        .init_transactions(Duration::from_secs(5))
-        .expect_err("init_transactions must fail: transactions are not served");
-    eprintln!(
-        "init_transactions failed after {:?}: {err}",
-        started.elapsed()
-    );
-    let text = err.to_string();
-    assert!(
-        text.contains("not supported by this broker"),
-        "the error must say why, not time out: {text}"
-    );
-}

@@ -26,7 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -35,20 +35,33 @@ use rdkafka::{Offset, TopicPartitionList};
 const GUARD: Duration = Duration::from_secs(60);
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Creates `name`, retrying while fewer brokers than `replication` have registered
+/// (INVALID_REPLICATION_FACTOR right after a cluster starts).
 fn create_topic(bootstrap: &str, name: &str, partitions: i32, replication: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication)).set(
-        "min.insync.replicas",
-        if replication > 1 { "2" } else { "1" },
-    );
-    let results = block_on(admin.create_topics(&[topic], &AdminOptions::new()))
-        .expect("CreateTopics request");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
+    let mut attempts = 0;
+    wait_for(&format!("creating {name}"), GUARD, || {
+        attempts += 1;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication)).set(
+            "min.insync.replicas",
+            if replication > 1 { "2" } else { "1" },
+        );
+        let results = block_on(admin.create_topics(&[topic], &AdminOptions::new()))
+            .expect("CreateTopics request");
+        match results.first() {
+            Some(Ok(_)) => Some(()),
+            // An earlier attempt may have been committed after the client gave up on it.
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) if attempts > 1 => Some(()),
+            Some(Err((_, RDKafkaErrorCode::InvalidReplicationFactor))) => {
+                thread::sleep(Duration::from_millis(300));
+                None
+            }
+            other => panic!("creating {name}: {other:?}"),
+        }
+    });
 }
 
 fn txn_producer(bootstrap: &str, transactional_id: &str, extra: &[(&str, &str)]) -> BaseProducer {
@@ -75,7 +88,7 @@ fn send_all(producer: &BaseProducer, topic: &str, values: &[String]) {
         loop {
             match producer.send(BaseRecord::to(topic).key(v.as_str()).payload(v.as_str())) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(_), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => panic!("send: {e}"),
@@ -344,7 +357,8 @@ impl Worker {
                     m.offset(),
                     m.payload().unwrap_or_default().to_vec(),
                 )),
-                Some(Err(e)) => return Err(e),
+                // Fetch errors (a killed broker) are librdkafka's reports; it retries.
+                Some(Err(e)) => eprintln!("consumer: {e}"),
                 None => {}
             }
         }
@@ -360,7 +374,7 @@ impl Worker {
                     .send(BaseRecord::<(), str>::to("out").payload(v.as_str()))
                 {
                     Ok(()) => break,
-                    Err((KafkaError::MessageProduction(_), _)) => {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         self.producer.poll(Duration::from_millis(10));
                     }
                     Err((e, _)) => return Err(e),
@@ -468,7 +482,8 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
         // input stops.
         if killed.is_none() && kills < 3 && last_kill.elapsed() > Duration::from_secs(8) {
             let i = kills % brokers.len();
-            eprintln!("SIGKILL broker {} after {copied} copied", i + 1);
+            let at = started.elapsed().as_secs_f64();
+            eprintln!("[{at:.1}s] SIGKILL broker {} after {copied} copied", i + 1);
             brokers[i].kill9();
             killed = Some(i);
             kills += 1;
@@ -478,7 +493,8 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
             && last_kill.elapsed() > Duration::from_secs(4)
         {
             brokers[i].start_again();
-            eprintln!("broker {} restarted", i + 1);
+            let at = started.elapsed().as_secs_f64();
+            eprintln!("[{at:.1}s] broker {} restarted", i + 1);
             killed = None;
             if kills == 3 {
                 stop_input.store(true, Ordering::Relaxed);
@@ -501,12 +517,17 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
             Err(e) => {
                 failures += 1;
                 idle = 0;
-                eprintln!("transaction failed ({e}); recovering");
+                let at = started.elapsed().as_secs_f64();
+                eprintln!("[{at:.1}s] transaction failed ({e}); aborting it");
                 let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-                if fatal || worker.recover().is_err() {
-                    eprintln!("recreating the worker");
+                let recovered = if fatal { Err(e) } else { worker.recover() };
+                if let Err(e) = recovered {
+                    let at = started.elapsed().as_secs_f64();
+                    eprintln!("[{at:.1}s] abort failed ({e}); a new worker replaces this one");
                     drop(worker);
                     worker = Worker::new(&bootstrap);
+                    let at = started.elapsed().as_secs_f64();
+                    eprintln!("[{at:.1}s] new worker ready");
                 }
             }
         }
@@ -570,4 +591,114 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
         &missing[..missing.len().min(10)]
     );
     assert!(foreign.is_empty(), "unexpected output: {foreign:?}");
+}
+
+/// The leader of `topic`-`partition` by Metadata, once it has one.
+fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> i32 {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("metadata client");
+    wait_for(&format!("a leader of {topic}-{partition}"), GUARD, || {
+        let metadata = client
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()?;
+        let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+        t.partitions()
+            .iter()
+            .find(|p| p.id() == partition && p.error().is_none())
+            .map(|p| p.leader())
+            .filter(|l| *l > 0)
+    })
+}
+
+/// A coordinator SIGKILLed right after it answered EndTxn: the outcome was durable
+/// (PrepareCommit on the `__transaction_state` ISR) before the answer, so the new
+/// coordinator loads it and sends the markers the dead one may not have sent; the
+/// committed records become visible to read_committed consumers, and the producer's next
+/// InitProducerId is answered by the new coordinator. Three rounds, each killing the
+/// coordinator of that moment; the log says in how many the markers were resumed.
+#[test]
+fn coordinator_killed_after_commit_finishes_the_transaction() {
+    let mut brokers = BrokerProcess::start_quorum_with(
+        3,
+        &[
+            "--set",
+            "broker.session.timeout.ms=3000",
+            "--set",
+            "broker.heartbeat.interval.ms=500",
+            "--set",
+            "transaction.state.log.num.partitions=1",
+        ],
+    );
+    let bootstrap = bootstrap_of(&brokers);
+    create_topic(&bootstrap, "decided", 3, 3);
+    let mut expected = Vec::new();
+    for round in 0..3u32 {
+        let producer = txn_producer(&bootstrap, "decided-producer", &[]);
+        let coordinator = leader_of(&bootstrap, "__transaction_state", 0);
+        let batch = values(&format!("r{round}"), 0..300);
+        producer.begin_transaction().expect("begin");
+        send_all(&producer, "decided", &batch);
+        producer.commit_transaction(OP_TIMEOUT).expect("commit");
+        let i = brokers
+            .iter()
+            .position(|b| b.node_id() == Some(coordinator))
+            .expect("the coordinator is one of ours");
+        brokers[i].kill9();
+        eprintln!("round {round}: committed, then SIGKILLed coordinator {coordinator}");
+        drop(producer);
+        expected.extend(batch);
+        let survivors: Vec<String> = brokers
+            .iter()
+            .filter(|b| b.is_running())
+            .map(|b| b.bootstrap())
+            .collect();
+        let survivors = survivors.join(",");
+        let mut seen: Vec<String> = Vec::new();
+        let c = consumer(&survivors, "read_committed", None);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition_offset("decided", p, Offset::Beginning)
+                .expect("offset");
+        }
+        c.assign(&tpl).expect("assign");
+        wait_for(
+            &format!("round {round}: every committed record readable"),
+            GUARD,
+            || {
+                while let Some(m) = c.poll(Duration::from_millis(100)) {
+                    if let Ok(m) = m {
+                        seen.push(
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                (seen.len() >= expected.len()).then_some(())
+            },
+        );
+        seen.sort();
+        let mut want = expected.clone();
+        want.sort();
+        assert_eq!(seen, want, "round {round}: exactly the committed records");
+        brokers[i].start_again();
+    }
+    let resumed: usize = brokers
+        .iter()
+        .map(|b| {
+            b.log()
+                .matches("resuming the markers of a prepared transaction")
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "markers resumed by a new coordinator in {resumed} of 3 rounds (the others were all written before the kill)"
+    );
+    // The producer id lives on: a new producer with the same id is answered.
+    let producer = txn_producer(&bootstrap, "decided-producer", &[]);
+    producer.begin_transaction().expect("begin after the kills");
+    send_all(&producer, "decided", &values("last", 0..10));
+    producer
+        .commit_transaction(OP_TIMEOUT)
+        .expect("commit after the kills");
 }

@@ -125,6 +125,10 @@ pub struct ProduceArgs {
     /// Target rate in records/s over all producers (open loop); default: as fast as possible.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Send in transactions of this many records per producer (`transactional.id` set,
+    /// `commit_transaction` after every N records); default: no transactions.
+    #[arg(long)]
+    pub transaction_records: Option<u64>,
 }
 
 /// What each record's value holds.
@@ -244,6 +248,9 @@ pub fn run_producers(
     if let Some(b) = args.batch_bytes {
         base.push(("batch.size", b.to_string()));
     }
+    if args.transaction_records == Some(0) {
+        bail!("--transaction-records must be at least 1");
+    }
     let config = args.kafka.config(&base)?;
 
     let mut pool = vec![0u8; record_bytes + PAYLOAD_POOL_SLACK_BYTES];
@@ -265,6 +272,13 @@ pub fn run_producers(
             last_report_ns: AtomicU64::new(0),
             first_error: Mutex::new(None),
         };
+        let mut config = config.clone();
+        if args.transaction_records.is_some() {
+            config.set(
+                "transactional.id",
+                format!("cairn-bench-{}-{index}", std::process::id()),
+            );
+        }
         let producer: ThreadedProducer<DeliveryStats> = config
             .create_with_context(stats)
             .context("creating a producer")?;
@@ -274,11 +288,18 @@ pub fn run_producers(
             std::thread::Builder::new()
                 .name(format!("producer-{index}"))
                 .spawn(move || -> Result<ThreadedProducer<DeliveryStats>> {
-                    // Open the connection now so that it is not timed.
+                    // Open the connection (and register the transactional id) now so
+                    // that it is not timed.
                     let warm = producer
                         .client()
                         .fetch_metadata(Some(&args.kafka.topic), ADMIN_TIMEOUT)
-                        .context("warm-up Metadata");
+                        .context("warm-up Metadata")
+                        .and_then(|_| match args.transaction_records {
+                            Some(_) => producer
+                                .init_transactions(ADMIN_TIMEOUT)
+                                .context("init_transactions"),
+                            None => Ok(()),
+                        });
                     ready.wait();
                     go.wait();
                     warm?;
@@ -351,11 +372,25 @@ fn send_loop(
         stamped.copy_from_slice(&pool[..record_bytes]);
     }
     let mut i = index as u64;
+    // Records sent in the open transaction, if transactions are on.
+    let mut in_txn = 0u64;
     loop {
         if let Stop::Records(n) = stop
             && i >= n
         {
             break;
+        }
+        if let Some(n) = args.transaction_records {
+            if in_txn == n {
+                producer
+                    .commit_transaction(FLUSH_TIMEOUT)
+                    .context("commit_transaction")?;
+                in_txn = 0;
+            }
+            if in_txn == 0 {
+                producer.begin_transaction().context("begin_transaction")?;
+            }
+            in_txn += 1;
         }
         let due_ns = match interval_ns {
             Some(iv) => t0_ns + (i as f64 * iv) as u64,
@@ -402,6 +437,11 @@ fn send_loop(
             }
         }
         i += args.producers as u64;
+    }
+    if in_txn > 0 {
+        producer
+            .commit_transaction(FLUSH_TIMEOUT)
+            .context("commit_transaction")?;
     }
     Ok(())
 }
