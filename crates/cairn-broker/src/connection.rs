@@ -107,6 +107,9 @@ pub async fn serve(
 type ResponseFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>, String>> + Send>>;
 
+/// Requests (other than fetches) taking at least this long are logged.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
     Box::pin(async move {
         let correlation_id = ctx.correlation_id;
@@ -114,10 +117,17 @@ fn handle(ctx: RequestContext, request: RequestKind) -> ResponseFuture {
         let version = ctx.version;
         let started = std::time::Instant::now();
         let api = crate::metrics::api_label(api_key);
+        let peer = ctx.peer;
         let response = handlers::dispatch(ctx, request).await;
+        let elapsed = started.elapsed();
         metrics::counter!(crate::metrics::REQUESTS, "api" => api).increment(1);
         metrics::histogram!(crate::metrics::REQUEST_DURATION, "api" => api)
-            .record(started.elapsed().as_secs_f64());
+            .record(elapsed.as_secs_f64());
+        if elapsed >= SLOW_REQUEST && !matches!(api_key, ApiKey::Fetch) {
+            // Fetches park by design; anything else this slow holds up the responses
+            // after it on the connection (they are sent in request order).
+            tracing::info!(%peer, ?api_key, version, correlation_id, elapsed_ms = elapsed.as_millis() as u64, "slow request");
+        }
         let Some(response) = response else {
             return Ok(None);
         };

@@ -351,32 +351,14 @@ impl GroupCoordinator {
         if let Some(s) = self.servable_shard(broker, index) {
             return Ok(s);
         }
-        let Some(partition) = broker.replicas.get(OFFSETS_TOPIC, index) else {
-            // Led here but not open yet (the topic was just created): retriable.
-            let led_here = broker
-                .metadata
-                .state()
-                .topic(OFFSETS_TOPIC)
-                .and_then(|t| t.partitions.get(index as usize).map(|p| p.leader))
-                == Some(broker.config.node_id);
-            return Err(if led_here {
-                load_in_progress()
-            } else {
-                not_coordinator()
-            });
-        };
-        let info = partition.info();
-        if info.leader != broker.config.node_id {
-            return Err(not_coordinator());
-        }
-        let leader_epoch = info.leader_epoch;
-        let end = caught_up(broker, &partition, leader_epoch, deadline)
-            .await
-            .map_err(|e| match e {
-                CaughtUp::NotLeader => not_coordinator(),
-                CaughtUp::Waiting => load_in_progress(),
-                CaughtUp::Storage(e) => CoordinatorError::Storage(e),
-            })?;
+        let (partition, leader_epoch, end) =
+            led_and_caught_up(broker, OFFSETS_TOPIC, index, deadline)
+                .await
+                .map_err(|e| match e {
+                    CaughtUp::NotLeader => not_coordinator(),
+                    CaughtUp::Waiting => load_in_progress(),
+                    CaughtUp::Storage(e) => CoordinatorError::Storage(e),
+                })?;
         let id = self.next_shard.fetch_add(1, Ordering::Relaxed);
         let config = self.config.clone();
         let seed = self.member_id_seed;
@@ -927,6 +909,37 @@ fn unavailable_on_timeout(e: CoordinatorError) -> CoordinatorError {
         CoordinatorError::TimedOut(msg) => CoordinatorError::Unavailable(msg),
         e => e,
     }
+}
+
+/// A coordinator's partition (`topic`-`index`) if this broker leads it, once its high
+/// watermark has caught up (see [`caught_up`]): the partition, the leader epoch it is led
+/// at and the high watermark. Led here but not open yet (the topic was just created) is
+/// [`CaughtUp::Waiting`]; not led here is [`CaughtUp::NotLeader`].
+pub(crate) async fn led_and_caught_up(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    deadline: Instant,
+) -> Result<(Arc<Partition>, i32, i64), CaughtUp> {
+    let Some(partition) = broker.replicas.get(topic, index) else {
+        let led_here = broker
+            .metadata
+            .state()
+            .topic(topic)
+            .and_then(|t| t.partitions.get(index as usize).map(|p| p.leader))
+            == Some(broker.config.node_id);
+        return Err(if led_here {
+            CaughtUp::Waiting
+        } else {
+            CaughtUp::NotLeader
+        });
+    };
+    let info = partition.info();
+    if info.leader != broker.config.node_id {
+        return Err(CaughtUp::NotLeader);
+    }
+    let end = caught_up(broker, &partition, info.leader_epoch, deadline).await?;
+    Ok((partition, info.leader_epoch, end))
 }
 
 /// Waits (until `deadline`) for the high watermark of a partition led here at

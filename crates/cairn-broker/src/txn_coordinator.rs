@@ -54,7 +54,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::group_coordinator::{CaughtUp, caught_up, led_at, partition_for};
+use crate::group_coordinator::{CaughtUp, led_and_caught_up, led_at, partition_for};
 use crate::replica_manager::{AppendError, Partition};
 use crate::server::Broker;
 
@@ -66,6 +66,10 @@ const LOAD_WAIT_MS: u64 = 5_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read per step while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
+/// How long AddPartitionsToTxn / AddOffsetsToTxn wait for the id's previous state change
+/// (usually the completion of its last transaction) before answering
+/// CONCURRENT_TRANSACTIONS.
+const CONCURRENT_WAIT: Duration = Duration::from_millis(100);
 /// Pause between rounds of marker retries.
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// How long one WriteTxnMarkers round trip may take.
@@ -121,6 +125,8 @@ struct Shard {
     leader_epoch: i32,
     machine: Mutex<cairn_txn::TxnCoordinator>,
     unloaded: AtomicBool,
+    /// Woken whenever a state write completes or fails (a pending change is over).
+    changed: tokio::sync::Notify,
 }
 
 impl Shard {
@@ -239,25 +245,7 @@ impl TxnCoordinatorService {
         if let Some(s) = self.servable_shard(broker, index) {
             return Ok(s);
         }
-        let Some(partition) = broker.replicas.get(TXN_TOPIC, index) else {
-            let led_here = broker
-                .metadata
-                .state()
-                .topic(TXN_TOPIC)
-                .and_then(|t| t.partitions.get(index as usize).map(|p| p.leader))
-                == Some(broker.config.node_id);
-            return Err(if led_here {
-                load_in_progress()
-            } else {
-                not_coordinator()
-            });
-        };
-        let info = partition.info();
-        if info.leader != broker.config.node_id {
-            return Err(not_coordinator());
-        }
-        let leader_epoch = info.leader_epoch;
-        let end = caught_up(broker, &partition, leader_epoch, deadline)
+        let (partition, leader_epoch, end) = led_and_caught_up(broker, TXN_TOPIC, index, deadline)
             .await
             .map_err(|e| match e {
                 CaughtUp::NotLeader => not_coordinator(),
@@ -285,6 +273,7 @@ impl TxnCoordinatorService {
             leader_epoch,
             machine: Mutex::new(machine),
             unloaded: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         });
         self.shards.lock().insert(index, shard.clone());
         for job in resume {
@@ -376,13 +365,31 @@ impl TxnCoordinatorService {
         partitions: &[TopicPartition],
     ) -> Result<(), TxnFailure> {
         let shard = self.shard(broker, transactional_id).await?;
-        let t = shard.machine.lock().add_partitions(
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            partitions,
-            crate::now_ms(),
-        )?;
+        // The previous transaction's markers and completion usually take a few
+        // milliseconds after EndTxn is answered, and the producer's next AddPartitionsToTxn
+        // arrives at once: instead of CONCURRENT_TRANSACTIONS (which librdkafka and the
+        // Java client retry only after 20 ms), wait a little for the change to finish.
+        let deadline = Instant::now() + CONCURRENT_WAIT;
+        let t = loop {
+            let changed = shard.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let t = shard.machine.lock().add_partitions(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                crate::now_ms(),
+            );
+            match t {
+                Err(TxnError::ConcurrentTransactions { .. })
+                    if Instant::now() < deadline && shard.servable() =>
+                {
+                    let _ = tokio::time::timeout_at(deadline, changed).await;
+                }
+                t => break t?,
+            }
+        };
         match t {
             Some(t) => write(broker, &shard, t).await,
             None => Ok(()),
@@ -541,6 +548,7 @@ async fn write(broker: &Arc<Broker>, shard: &Arc<Shard>, t: Transition) -> Resul
         Err(AppendError::Log(e)) => Err((crate::errors::log_error_code(&e), e.to_string())),
     };
     let mut m = shard.machine.lock();
+    shard.changed.notify_waiters();
     match result {
         Ok(()) => {
             m.complete(t);
