@@ -100,6 +100,10 @@ run 13 produce-1k-acksall-p6 produce "${k[@]}" --topic p6-acksall --partitions 6
 # Per-record overhead: 100-byte records.
 run 14 produce-100b-acks1-p1 produce "${k[@]}" --topic small-acks1 --partitions 1 --acks 1 --record-bytes 100 --duration-s "$secs"
 run 15 produce-100b-acksall-p6 produce "${k[@]}" --topic small-acksall --partitions 6 --acks all --record-bytes 100 --duration-s "$secs"
+# Exactly-once: one idempotent producer vs one transactional producer committing every
+# 100 records (the ratio of the two is the cost of transactions).
+run 16 produce-1k-idempotent-p6 produce "${k[@]}" --topic p6-idem --partitions 6 --set enable.idempotence=true --duration-s "$secs"
+run 17 produce-1k-txn100-p6 produce "${k[@]}" --topic p6-txn --partitions 6 --transaction-records 100 --duration-s "$secs"
 echo "== broker after produce runs: $(broker_rss); data $(du -sh "$work/data" | cut -f1)"
 # Reads from the page cache: the topic just written.
 run 20 consume-1k-p6 consume "${k[@]}" --topic p6-acksall --records 5000000 --timeout-s 20

@@ -225,6 +225,7 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
         ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::DescribeProducers => "DescribeProducers",
         ApiKey::ListTransactions => "ListTransactions",
         _ => "other",
     }

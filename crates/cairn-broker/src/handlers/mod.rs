@@ -22,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod end_txn;
@@ -131,6 +132,7 @@ pub const APIS: &[ApiSpec] = &[
     },
     spec::<WriteTxnMarkersRequest>(ApiKey::WriteTxnMarkers),
     spec::<DescribeTransactionsRequest>(ApiKey::DescribeTransactions),
+    spec::<DescribeProducersRequest>(ApiKey::DescribeProducers),
     // v2's transactional-id regular expression is not served.
     ApiSpec {
         key: ApiKey::ListTransactions,
@@ -228,6 +230,9 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         }
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(describe_transactions::handle(ctx, r).await)
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(describe_producers::handle(ctx, r))
         }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(list_transactions::handle(ctx, r))
