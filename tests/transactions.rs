@@ -434,6 +434,7 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
         ],
     );
     let bootstrap = bootstrap_of(&brokers);
+    let _watchdog = watchdog(&brokers, Duration::from_secs(420));
     create_topic(&bootstrap, "in", 3, 3);
     create_topic(&bootstrap, "out", 3, 3);
     // The input arrives during the whole kill phase, from an idempotent producer.
@@ -593,6 +594,45 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
     assert!(foreign.is_empty(), "unexpected output: {foreign:?}");
 }
 
+/// A client call that never returns (librdkafka has been seen to block in
+/// `send_offsets_to_transaction` past its timeout, once in about a dozen runs of the
+/// consume-transform-produce test) would hang the suite: after `limit` the watchdog
+/// SIGKILLs the test's brokers and ends the process with a failure.
+fn watchdog(brokers: &[BrokerProcess], limit: Duration) -> Watchdog {
+    let dirs: Vec<String> = brokers
+        .iter()
+        .map(|b| b.data_dir.display().to_string())
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = done.clone();
+    thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if finished.load(Ordering::Relaxed) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!("watchdog: the test is still running after {limit:?}; killing its brokers");
+        for dir in &dirs {
+            let _ = std::process::Command::new("pkill")
+                .args(["-9", "-f", dir])
+                .status();
+        }
+        std::process::exit(101);
+    });
+    Watchdog(done)
+}
+
+/// Disarms the watchdog when the test ends (passing or panicking).
+struct Watchdog(Arc<AtomicBool>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The leader of `topic`-`partition` by Metadata, once it has one.
 fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> i32 {
     let client: BaseConsumer = ClientConfig::new()
@@ -632,6 +672,7 @@ fn coordinator_killed_after_commit_finishes_the_transaction() {
         ],
     );
     let bootstrap = bootstrap_of(&brokers);
+    let _watchdog = watchdog(&brokers, Duration::from_secs(300));
     create_topic(&bootstrap, "decided", 3, 3);
     let mut expected = Vec::new();
     for round in 0..3u32 {
