@@ -396,6 +396,26 @@ impl TxnCoordinatorService {
         }
     }
 
+    /// AddPartitionsToTxn v4+ with `verify_only` (KIP-890 part 1, sent by partition
+    /// leaders): whether the producer's ongoing transaction already holds `partitions`.
+    pub async fn verify_partitions(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+    ) -> Result<(), TxnFailure> {
+        let shard = self.shard(broker, transactional_id).await?;
+        let verified = shard.machine.lock().verify_partitions(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        );
+        Ok(verified?)
+    }
+
     /// EndTxn: answered once PrepareCommit/PrepareAbort is durable; the markers follow.
     pub async fn end_txn(
         &self,

@@ -252,6 +252,19 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         ),
         // Transaction APIs for an id nobody coordinates (no `__transaction_state` yet):
         // NOT_COORDINATOR answers, at every version.
+        ApiKey::AddPartitionsToTxn if version >= 4 => RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default().with_transactions(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_static_str("sweep-txn")))
+                    .with_producer_id(ProducerId(1))
+                    .with_verify_only(true)
+                    .with_topics(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(name(TOPIC))
+                            .with_partitions(vec![0]),
+                    ]),
+            ]),
+        ),
         ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
             AddPartitionsToTxnRequest::default()
                 .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(
@@ -537,5 +550,73 @@ async fn transactional_init_producer_id_bumps_the_epoch() {
     assert_eq!(init(60_000).await, (0, id, 2));
     // transaction.max.timeout.ms is 900000: INVALID_TRANSACTION_TIMEOUT (50).
     assert_eq!(init(900_001).await.0, 50);
+
+    // AddPartitionsToTxn v3 adds sweep-0 to a transaction of (id, 2); the v4+ batched
+    // form with verify_only then finds it there, and not sweep-5: INVALID_TXN_STATE (48)
+    // at v4, TRANSACTION_ABORTABLE (120) at v5. A wrong epoch is PRODUCER_FENCED (90).
+    let ResponseKind::Metadata(_) = call(
+        &mut stream,
+        ApiKey::Metadata,
+        12,
+        100,
+        &request(ApiKey::Metadata, 12, uuid::Uuid::nil()),
+    )
+    .await
+    .unwrap() else {
+        panic!("Metadata answered with another type")
+    };
+    let txn_id = || TransactionalId(StrBytes::from_static_str("txn-1"));
+    let topic = |partition: i32| {
+        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![partition])
+    };
+    let add = RequestKind::AddPartitionsToTxn(
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(txn_id())
+            .with_v3_and_below_producer_id(ProducerId(id))
+            .with_v3_and_below_producer_epoch(2)
+            .with_v3_and_below_topics(vec![topic(0)]),
+    );
+    match call(&mut stream, ApiKey::AddPartitionsToTxn, 3, 101, &add).await {
+        Ok(ResponseKind::AddPartitionsToTxn(r)) => assert_eq!(
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0,
+            "{r:?}"
+        ),
+        other => panic!("AddPartitionsToTxn v3: {other:?}"),
+    }
+    let verify = |partition: i32, epoch: i16| {
+        RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default().with_transactions(
+            vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(txn_id())
+                    .with_producer_id(ProducerId(id))
+                    .with_producer_epoch(epoch)
+                    .with_verify_only(true)
+                    .with_topics(vec![topic(partition)]),
+            ],
+        ))
+    };
+    let mut verified = async |version: i16, partition: i32, epoch: i16| -> i16 {
+        match call(
+            &mut stream,
+            ApiKey::AddPartitionsToTxn,
+            version,
+            102,
+            &verify(partition, epoch),
+        )
+        .await
+        {
+            Ok(ResponseKind::AddPartitionsToTxn(r)) => {
+                r.results_by_transaction[0].topic_results[0].results_by_partition[0]
+                    .partition_error_code
+            }
+            other => panic!("AddPartitionsToTxn v{version}: {other:?}"),
+        }
+    };
+    assert_eq!(verified(4, 0, 2).await, 0);
+    assert_eq!(verified(4, 5, 2).await, 48);
+    assert_eq!(verified(5, 5, 2).await, 120);
+    assert_eq!(verified(5, 0, 1).await, 90);
     broker.shutdown().await;
 }

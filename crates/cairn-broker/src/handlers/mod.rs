@@ -119,11 +119,7 @@ pub const APIS: &[ApiSpec] = &[
         key: ApiKey::TxnOffsetCommit,
         versions: VersionRange { min: 0, max: 4 },
     },
-    // v4+ is KIP-890's batched broker-to-coordinator verification, not served.
-    ApiSpec {
-        key: ApiKey::AddPartitionsToTxn,
-        versions: VersionRange { min: 0, max: 3 },
-    },
+    spec::<AddPartitionsToTxnRequest>(ApiKey::AddPartitionsToTxn),
     spec::<AddOffsetsToTxnRequest>(ApiKey::AddOffsetsToTxn),
     // v5 is transactions v2 (KIP-890 part 2), not served.
     ApiSpec {
