@@ -1136,6 +1136,26 @@ fn replay_batch(
     Ok(records)
 }
 
+/// A plain (non-transactional) keyed record a coordinator writes to its own partition;
+/// `None` as value is a tombstone.
+pub(crate) fn coordinator_record(key: Vec<u8>, value: Option<Vec<u8>>, now_ms: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(Bytes::from(key)),
+        value: value.map(Bytes::from),
+        headers: Default::default(),
+    }
+}
+
 /// The error a client gets when its answer's records could not be replicated.
 fn storage_failed<T>(_: &Result<T, GroupError>) -> GroupError {
     GroupError::CoordinatorNotAvailable {
@@ -1193,21 +1213,7 @@ fn append_records(
         };
         let (key, value) = record.encode();
         pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 32;
-        pending.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: now_ms,
-            key: Some(Bytes::from(key)),
-            value: value.map(Bytes::from),
-            headers: Default::default(),
-        });
+        pending.push(coordinator_record(key, value, now_ms));
         if pending_bytes >= APPEND_BATCH_BYTES_MAX {
             flush(&mut pending, &mut end)?;
             pending_bytes = 0;

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use cairn_txn::{MarkerJob, TopicPartition, Transition, TxnError};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{
@@ -47,9 +47,7 @@ use kafka_protocol::messages::write_txn_markers_request::{
 };
 use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -342,11 +340,7 @@ impl TxnCoordinatorService {
                 Ok(answer)
             }
             cairn_txn::InitOutcome::AbortFirst(t) => {
-                let job = t.markers();
-                write(broker, &shard, t).await?;
-                if let Some(job) = job {
-                    spawn_markers(broker.clone(), shard.clone(), job);
-                }
+                write_then_mark(broker, &shard, t).await?;
                 Err(TxnFailure::new(
                     ResponseError::ConcurrentTransactions,
                     format!("the open transaction of '{transactional_id}' is being aborted; retry"),
@@ -434,14 +428,7 @@ impl TxnCoordinatorService {
             crate::now_ms(),
         )?;
         match outcome {
-            cairn_txn::EndOutcome::Write(t) => {
-                let job = t.markers();
-                write(broker, &shard, t).await?;
-                if let Some(job) = job {
-                    spawn_markers(broker.clone(), shard.clone(), job);
-                }
-                Ok(())
-            }
+            cairn_txn::EndOutcome::Write(t) => write_then_mark(broker, &shard, t).await,
             cairn_txn::EndOutcome::AlreadyDone => Ok(()),
         }
     }
@@ -502,13 +489,8 @@ impl TxnCoordinatorService {
                 tokio::spawn(async move {
                     let id = t.transactional_id.clone();
                     tracing::info!(partition = shard.index, transactional_id = %id, "aborting a transaction past its timeout (the producer is fenced)");
-                    let job = t.markers();
-                    match write(&broker, &shard, t).await {
-                        Ok(()) => {
-                            if let Some(job) = job {
-                                spawn_markers(broker, shard, job);
-                            }
-                        }
+                    match write_then_mark(&broker, &shard, t).await {
+                        Ok(()) => {}
                         Err(e) => {
                             tracing::warn!(transactional_id = %id, error = %e.message, "could not write the abort of a timed-out transaction; retrying at the next check")
                         }
@@ -596,6 +578,20 @@ async fn write(broker: &Arc<Broker>, shard: &Arc<Shard>, t: Transition) -> Resul
     }
 }
 
+/// [`write`], then (for a PrepareCommit/PrepareAbort) the markers in the background.
+async fn write_then_mark(
+    broker: &Arc<Broker>,
+    shard: &Arc<Shard>,
+    t: Transition,
+) -> Result<(), TxnFailure> {
+    let job = t.markers();
+    write(broker, shard, t).await?;
+    if let Some(job) = job {
+        spawn_markers(broker.clone(), shard.clone(), job);
+    }
+    Ok(())
+}
+
 /// Appends one `__transaction_state` record as leader; returns the offset after it and
 /// whether the group committer must make it durable.
 fn append_record(
@@ -604,21 +600,7 @@ fn append_record(
     value: Option<Vec<u8>>,
     now_ms: i64,
 ) -> Result<(i64, bool), AppendError> {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(Bytes::from(key)),
-        value: value.map(Bytes::from),
-        headers: Default::default(),
-    };
+    let record = crate::group_coordinator::coordinator_record(key, value, now_ms);
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
