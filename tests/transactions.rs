@@ -332,7 +332,18 @@ struct Worker {
 
 impl Worker {
     fn new(bootstrap: &str) -> Worker {
-        let consumer = consumer(bootstrap, "read_committed", Some("ctp"));
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("group.id", "ctp")
+            // An abandoned (stuck) worker's member leaves the group within seconds, so
+            // its replacement's rebalance does not wait for it.
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "15000")
+            .create()
+            .expect("consumer");
         consumer.subscribe(&["in"]).expect("subscribe");
         let producer = txn_producer(
             bootstrap,
@@ -466,13 +477,14 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
         })
     };
 
-    let mut worker = Worker::new(&bootstrap);
+    let mut worker = Arc::new(Worker::new(&bootstrap));
     let mut copied = 0usize;
     let mut kills = 0;
     let started = Instant::now();
     let mut last_kill = Instant::now();
     let mut killed: Option<usize> = None;
     let mut failures = 0;
+    let mut stuck = 0;
     let mut idle = 0;
     loop {
         assert!(
@@ -501,7 +513,26 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
                 stop_input.store(true, Ordering::Relaxed);
             }
         }
-        match worker.step() {
+        // Each step runs on its own thread: librdkafka's send_offsets_to_transaction can
+        // block forever when the transaction coordinator moves while it is in flight (its
+        // TxnOffsetCommit/AddOffsetsToTxn handlers return on __OUTDATED without answering
+        // the waiting call). Like a supervisor would, the test abandons a worker stuck for
+        // longer than any of its timeouts and starts a new one with the same
+        // transactional.id, which fences the stuck producer and aborts its transaction.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stepping = worker.clone();
+        thread::spawn(move || {
+            let _ = tx.send(stepping.step());
+        });
+        let Ok(result) = rx.recv_timeout(OP_TIMEOUT * 3) else {
+            let at = started.elapsed().as_secs_f64();
+            eprintln!("[{at:.1}s] worker stuck in a librdkafka call; replacing it");
+            stuck += 1;
+            std::mem::forget(worker);
+            worker = Arc::new(Worker::new(&bootstrap));
+            continue;
+        };
+        match result {
             Ok(0) => {
                 // Drained: ten empty polls in a row once the input has stopped.
                 if stop_input.load(Ordering::Relaxed) && input.is_finished() {
@@ -526,7 +557,7 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
                     let at = started.elapsed().as_secs_f64();
                     eprintln!("[{at:.1}s] abort failed ({e}); a new worker replaces this one");
                     drop(worker);
-                    worker = Worker::new(&bootstrap);
+                    worker = Arc::new(Worker::new(&bootstrap));
                     let at = started.elapsed().as_secs_f64();
                     eprintln!("[{at:.1}s] new worker ready");
                 }
@@ -535,7 +566,7 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
     }
     let sent = input.join().expect("input thread");
     eprintln!(
-        "input: {sent} records sent; copied {copied} in committed transactions; {kills} kills, {failures} failed transactions"
+        "input: {sent} records sent; copied {copied} in committed transactions; {kills} kills, {failures} failed transactions, {stuck} stuck workers replaced"
     );
     let input_records = read_topic(
         &bootstrap,

@@ -64,9 +64,10 @@ const LOAD_WAIT_MS: u64 = 5_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read per step while loading a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
-/// How long AddPartitionsToTxn / AddOffsetsToTxn wait for the id's previous state change
-/// (usually the completion of its last transaction) before answering
-/// CONCURRENT_TRANSACTIONS.
+/// How long AddPartitionsToTxn waits for the id's previous state change (usually the
+/// completion of its last transaction) before answering CONCURRENT_TRANSACTIONS.
+/// AddOffsetsToTxn does not wait: librdkafka's `send_offsets_to_transaction` can hang when
+/// the coordinator moves while its request is in flight, so it is kept short.
 const CONCURRENT_WAIT: Duration = Duration::from_millis(100);
 /// Pause between rounds of marker retries.
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
@@ -349,7 +350,9 @@ impl TxnCoordinatorService {
         }
     }
 
-    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition).
+    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition);
+    /// `wait_for_previous`: wait up to [`CONCURRENT_WAIT`] for the previous transaction to
+    /// complete instead of answering CONCURRENT_TRANSACTIONS at once.
     pub async fn add_partitions(
         &self,
         broker: &Arc<Broker>,
@@ -357,17 +360,25 @@ impl TxnCoordinatorService {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[TopicPartition],
+        wait_for_previous: bool,
     ) -> Result<(), TxnFailure> {
         let shard = self.shard(broker, transactional_id).await?;
         // The previous transaction's markers and completion usually take a few
         // milliseconds after EndTxn is answered, and the producer's next AddPartitionsToTxn
         // arrives at once: instead of CONCURRENT_TRANSACTIONS (which librdkafka and the
         // Java client retry only after 20 ms), wait a little for the change to finish.
-        let deadline = Instant::now() + CONCURRENT_WAIT;
+        let deadline = Instant::now()
+            + if wait_for_previous {
+                CONCURRENT_WAIT
+            } else {
+                Duration::ZERO
+            };
+        let mut role = shard.partition.subscribe_role();
         let t = loop {
             let changed = shard.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            role.borrow_and_update();
             let t = shard.machine.lock().add_partitions(
                 transactional_id,
                 producer_id,
@@ -379,7 +390,16 @@ impl TxnCoordinatorService {
                 Err(TxnError::ConcurrentTransactions { .. })
                     if Instant::now() < deadline && shard.servable() =>
                 {
-                    let _ = tokio::time::timeout_at(deadline, changed).await;
+                    // A leadership change ends the wait at once: the client must learn
+                    // of the new coordinator, not sit on the old one.
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = role.changed() => {}
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+                Err(_) if !shard.servable() => {
+                    return Err(TxnFailure::not_coordinator(transactional_id));
                 }
                 t => break t?,
             }

@@ -31,6 +31,7 @@ pub async fn handle(
             request.producer_id.0,
             request.producer_epoch,
             &[partition],
+            false,
         )
         .await
     {

@@ -67,6 +67,7 @@ pub async fn handle(
                 request.v3_and_below_producer_id.0,
                 request.v3_and_below_producer_epoch,
                 &wanted,
+                true,
             )
             .await
             .map_err(|e| {
@@ -147,6 +148,7 @@ async fn handle_batched(
                     txn.producer_id.0,
                     txn.producer_epoch,
                     &partitions,
+                    true,
                 )
                 .await
         };
