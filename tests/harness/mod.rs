@@ -288,10 +288,33 @@ pub struct NodeSpec {
     pub args: Vec<String>,
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a broker to listen on.
+///
+/// Taken *below* the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by
+/// default): a port from that range (what binding port 0 gives) can be taken between this
+/// call and the broker's own bind by any outgoing connection's local end — a client
+/// connecting somewhere — and the broker then fails with "Address already in use". Ports
+/// below the range are only ever taken by explicit binds; each test process walks its own
+/// sequence of them (starting at a pid-dependent place, so that a run's leftover brokers do
+/// not collide with the next binary's) and skips any that is in use.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOWEST).max(1_000);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + (start + n) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
+    panic!("no free loopback port between {LOWEST} and {ephemeral_low}");
 }
 
 /// Runs `f` to completion on a fresh current-thread tokio runtime (for rdkafka's async

@@ -186,6 +186,23 @@ impl BatchBuilder {
 
 /// A batch of `count` records with `value_bytes`-byte values and keys `key-<i>`, all stamped
 /// `timestamp`.
+/// Every batch of `log` from its start to its end, in order, as stored.
+pub fn all_batches(log: &crate::PartitionLog) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < log.log_end_offset() {
+        let r = log
+            .read(at, 1 << 20, i64::MAX, true)
+            .expect("reading the log");
+        for item in crate::Batches::new(&r.records) {
+            let (h, b) = item.expect("a stored batch parses");
+            out.push(b.to_vec());
+            at = h.last_offset() + 1;
+        }
+    }
+    out
+}
+
 pub fn simple_batch(count: usize, value_bytes: usize, timestamp: i64) -> Vec<u8> {
     BatchBuilder::new(0)
         .records(

@@ -9,7 +9,7 @@ use std::path::Path;
 use cairn_log::producer_state::{BatchMetadata, ProducerEntry};
 use cairn_log::testutil::{BatchBuilder, TestRecord};
 use cairn_log::{
-    Batches, FlushPolicy, LogConfig, LogError, PartitionLog, ProducerError, ProducerStateManager,
+    FlushPolicy, LogConfig, LogError, PartitionLog, ProducerError, ProducerStateManager,
     TimestampType,
 };
 use proptest::prelude::*;
@@ -31,25 +31,10 @@ fn batch(pid: i64, epoch: i16, seq: i32, records: usize, ts: i64) -> Vec<u8> {
         .build()
 }
 
-/// Every batch of the log, in order.
-fn all_batches(log: &PartitionLog) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut at = log.log_start_offset();
-    while at < log.log_end_offset() {
-        let r = log.read(at, 1 << 20, i64::MAX, true).unwrap();
-        for item in Batches::new(&r.records) {
-            let (h, b) = item.unwrap();
-            out.push(b.to_vec());
-            at = h.last_offset() + 1;
-        }
-    }
-    out
-}
-
 /// The state a full replay of the log computes.
 fn full_rebuild(log: &PartitionLog) -> ProducerStateManager {
     let mut s = ProducerStateManager::new(log.segment_base_offsets()[0]);
-    for b in all_batches(log) {
+    for b in cairn_log::testutil::all_batches(log) {
         s.update_from_batch(&b).unwrap();
     }
     s.advance_to(log.log_end_offset());

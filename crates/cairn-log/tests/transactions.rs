@@ -8,8 +8,8 @@ use std::path::Path;
 
 use cairn_log::testutil::{BatchBuilder, TestRecord};
 use cairn_log::{
-    AbortedTxn, Batches, CleanupPolicy, ControlType, EndTxnMarker, FlushPolicy, LogConfig,
-    LogError, PartitionLog, ProducerError,
+    AbortedTxn, CleanupPolicy, ControlType, EndTxnMarker, FlushPolicy, LogConfig, LogError,
+    PartitionLog, ProducerError,
 };
 use proptest::prelude::*;
 
@@ -55,20 +55,6 @@ fn txn_files(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-fn every_batch(log: &PartitionLog) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut at = log.log_start_offset();
-    while at < log.log_end_offset() {
-        let r = log.read(at, 1 << 20, i64::MAX, true).unwrap();
-        for item in Batches::new(&r.records) {
-            let (h, b) = item.unwrap();
-            out.push(b.to_vec());
-            at = h.last_offset() + 1;
-        }
-    }
-    out
-}
-
 #[test]
 fn lso_stops_at_ongoing_and_unreplicated_transactions() {
     let d = tempfile::tempdir().unwrap();
@@ -108,7 +94,7 @@ fn lso_stops_at_ongoing_and_unreplicated_transactions() {
         }]
     );
     // The marker batch is a real control batch in the log.
-    let last = every_batch(&log).pop().unwrap();
+    let last = cairn_log::testutil::all_batches(&log).pop().unwrap();
     assert_eq!(cairn_log::parse_marker(&last).unwrap(), Some(abort(0)));
 
     // Leader errors through the log.
@@ -382,7 +368,7 @@ fn followers_compute_the_same_transaction_state() {
         .unwrap();
     let mut follower = PartitionLog::open(&d.path().join("f"), config(), 0).unwrap();
     // Replicate in chunks of whole batches, as a fetcher would.
-    let batches = every_batch(&leader);
+    let batches = cairn_log::testutil::all_batches(&leader);
     for chunk in batches.chunks(3) {
         follower.append_as_follower(&chunk.concat()).unwrap();
     }
@@ -440,7 +426,7 @@ fn compaction_removes_aborted_records_and_keeps_markers() {
     assert_eq!(stats.aborted_records_removed, 2, "{stats:?}");
     let mut keys = Vec::new();
     let mut markers = 0;
-    for b in every_batch(&log) {
+    for b in cairn_log::testutil::all_batches(&log) {
         let h = cairn_log::BatchHeader::parse(&b).unwrap();
         if h.is_control() {
             markers += 1;
