@@ -160,6 +160,7 @@ fn read_all(
                 continue;
             }
             let max_bytes = (p.partition_max_bytes.max(0) as usize).min(remaining);
+            let mut lso = None;
             let read = if replica_id >= 0 {
                 receivers.push(partition.subscribe_log_end());
                 match partition.on_follower_fetch(replica_id, p.fetch_offset, now_ms) {
@@ -185,7 +186,8 @@ fn read_all(
                 partition.is_leader().then(|| {
                     partition
                         .read_committed(p.fetch_offset, max_bytes, total == 0)
-                        .map(|(read, _, aborted)| {
+                        .map(|(read, bound, aborted)| {
+                            lso = Some(bound);
                             data.aborted_transactions = Some(
                                 aborted
                                     .iter()
@@ -211,9 +213,10 @@ fn read_all(
                 continue;
             };
             let hw = partition.high_watermark();
-            data = data
-                .with_high_watermark(hw)
-                .with_last_stable_offset(partition.last_stable_offset());
+            // A read_committed read already computed the LSO it was bounded by, under the
+            // same lock: answer that one rather than locking the log again.
+            let lso = lso.unwrap_or_else(|| partition.last_stable_offset());
+            data = data.with_high_watermark(hw).with_last_stable_offset(lso);
             match read {
                 Ok(read) => {
                     total += read.records.len();
