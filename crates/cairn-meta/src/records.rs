@@ -1,7 +1,17 @@
 //! Metadata records: the only way cluster metadata changes.
 //!
-//! Records are serialised as tagged JSON objects in the single-node log; fields added later
-//! carry `#[serde(default)]` so that a newer node reads an older log.
+//! ## Encoding
+//! In the metadata quorum's log and snapshots, and between voters, records are protobuf
+//! messages (`proto/cairn/metadata.proto`; [`crate::codec`] converts). Each record carries
+//! a version: fields are only ever added, a field added later means "as before" when absent
+//! (an empty list, an absent `optional`), and a version newer than this node reads is a
+//! decode error naming the record type, never a silent misreading. A new field or record
+//! type therefore needs a proto field, its conversion in [`crate::codec`], and a decision
+//! whether it raises the record's version (see [`crate::codec::RECORD_VERSIONS`]).
+//!
+//! The serde derives are the JSON form that versions before protobuf wrote (the legacy
+//! single-node `metadata.log`, and quorum entries and snapshots in existing data
+//! directories), still read on upgrade; fields added to it later carry `#[serde(default)]`.
 //!
 //! ## Replication records (KRaft's `PartitionChangeRecord`, `FenceBrokerRecord`,
 //! `UnfenceBrokerRecord`)

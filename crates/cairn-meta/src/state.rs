@@ -37,7 +37,8 @@ pub struct TopicInfo {
 }
 
 /// The cluster metadata as of `applied_records` records.
-/// Serialised as JSON in quorum snapshots.
+/// Stored in quorum snapshots as protobuf ([`crate::codec::encode_state`]); snapshots of
+/// earlier versions hold its serde JSON form, which is still read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     cluster_id: Option<String>,
@@ -52,6 +53,56 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// Rebuilds a state from what a snapshot stores ([`crate::codec::decode_state`]),
+    /// checking the structure [`ClusterState::apply`] keeps: unique broker ids, topic
+    /// names and topic ids, and partitions indexed `0..len`. Errors name what is wrong.
+    /// The records' own invariants (leadership, epochs) are not re-checked: they were
+    /// checked when the records were applied on the node that wrote the snapshot.
+    pub(crate) fn from_parts(
+        cluster_id: Option<String>,
+        brokers: Vec<BrokerInfo>,
+        topics: Vec<TopicInfo>,
+        applied_records: u64,
+        next_producer_id: i64,
+    ) -> Result<ClusterState, String> {
+        let mut state = ClusterState {
+            cluster_id,
+            applied_records,
+            next_producer_id,
+            ..ClusterState::default()
+        };
+        for broker in brokers {
+            let id = broker.broker_id;
+            if state.brokers.insert(id, broker).is_some() {
+                return Err(format!("broker {id} appears twice"));
+            }
+        }
+        for topic in topics {
+            if let Some(p) = topic
+                .partitions
+                .iter()
+                .enumerate()
+                .find(|(i, p)| usize::try_from(p.partition).ok() != Some(*i))
+            {
+                return Err(format!(
+                    "topic {}: partition {} is at index {}",
+                    topic.name, p.1.partition, p.0
+                ));
+            }
+            if let Some(other) = state.names_by_id.insert(topic.topic_id, topic.name.clone()) {
+                return Err(format!(
+                    "topic id {} belongs to both {other} and {}",
+                    topic.topic_id, topic.name
+                ));
+            }
+            let name = topic.name.clone();
+            if state.topics.insert(name.clone(), topic).is_some() {
+                return Err(format!("topic {name} appears twice"));
+            }
+        }
+        Ok(state)
+    }
+
     /// The first producer id no broker has been given yet.
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id

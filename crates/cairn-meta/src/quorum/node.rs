@@ -61,8 +61,8 @@ impl QuorumConfig {
 }
 
 /// The payload of a normal log entry: records decided against the state whose
-/// [`ClusterState::applied_records`] is `base_version`. JSON in the entry's data; fields
-/// added later carry `#[serde(default)]` so that newer nodes read older logs.
+/// [`ClusterState::applied_records`] is `base_version`. Protobuf in the entry's data
+/// ([`crate::codec`]); the serde form is the JSON that earlier versions wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub base_version: u64,
@@ -247,7 +247,7 @@ impl<S: QuorumStorage> QuorumNode<S> {
                 leader_id: self.leader_id(),
             });
         }
-        let data = serde_json::to_vec(proposal).expect("proposals encode");
+        let data = crate::codec::encode_proposal(proposal);
         self.raw.propose(Vec::new(), data).map_err(|_| NotLeader {
             leader_id: self.leader_id(),
         })?;
@@ -326,7 +326,7 @@ impl<S: QuorumStorage> QuorumNode<S> {
             } else if entry.data.is_empty() {
                 ApplyOutcome::Empty
             } else {
-                let proposal: Proposal = serde_json::from_slice(&entry.data).map_err(|e| {
+                let proposal = crate::codec::decode_proposal(&entry.data).map_err(|e| {
                     QuorumError::UndecodableEntry {
                         index: entry.index,
                         term: entry.term,
@@ -363,7 +363,7 @@ impl<S: QuorumStorage> QuorumNode<S> {
         if self.applied_index - snapshot_index < self.snapshot_interval_entries {
             return Ok(());
         }
-        let data = serde_json::to_vec(&self.state).expect("ClusterState encodes");
+        let data = crate::codec::encode_state(&self.state);
         self.raw.store().compact(self.applied_index, data)
     }
 
@@ -411,7 +411,7 @@ impl<S: QuorumStorage> QuorumNode<S> {
 }
 
 fn decode_state(index: u64, data: &[u8]) -> Result<ClusterState, QuorumError> {
-    serde_json::from_slice(data).map_err(|e| QuorumError::UndecodableSnapshot {
+    crate::codec::decode_state(data).map_err(|e| QuorumError::UndecodableSnapshot {
         index,
         reason: e.to_string(),
     })
