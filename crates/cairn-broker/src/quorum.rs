@@ -30,11 +30,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
+use cairn_meta::ClusterState;
 use cairn_meta::quorum::{
     ApplyOutcome, FileStorage, Proposal, QuorumConfig, QuorumError, QuorumNode, QuorumStatus,
     RaftMessage, Ticket, decode_message, encode_message,
 };
-use cairn_meta::{ClusterState, MetadataRecord};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -413,7 +413,7 @@ impl Quorum {
         let wait = deadline.saturating_duration_since(Instant::now());
         let request = proto::ProposeRequest {
             base_version: proposal.base_version,
-            records_json: serde_json::to_vec(&proposal.records).expect("records encode"),
+            records: cairn_meta::codec::encode_records(&proposal.records),
             timeout_ms: wait.as_millis() as u64,
         };
         let response =
@@ -750,7 +750,7 @@ impl RaftService for Service {
         request: tonic::Request<proto::ProposeRequest>,
     ) -> Result<tonic::Response<proto::ProposeResponse>, tonic::Status> {
         let request = request.into_inner();
-        let records: Vec<MetadataRecord> = serde_json::from_slice(&request.records_json)
+        let records = cairn_meta::codec::decode_records(&request.records)
             .map_err(|e| tonic::Status::invalid_argument(format!("undecodable records: {e}")))?;
         let (tx, rx) = oneshot::channel();
         let reply: Reply = Box::new(move |submitted| {
