@@ -296,7 +296,13 @@ fn every_record_type_is_generated_and_has_a_version() {
     for _ in 0..2000 {
         let r = strategy.new_tree(&mut runner).unwrap().current();
         let pb = record_to_pb(&r);
-        seen.insert(kind(pb.record.as_ref().unwrap()).0);
+        let name = kind(pb.record.as_ref().unwrap()).0;
+        // The name errors give is the domain variant's.
+        assert!(
+            format!("{r:?}").starts_with(&format!("{name} ")),
+            "{name}: {r:?}"
+        );
+        seen.insert(name);
     }
     let all: std::collections::BTreeSet<_> = RECORD_VERSIONS.iter().map(|v| v.0).collect();
     assert_eq!(seen, all);
