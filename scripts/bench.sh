@@ -25,6 +25,8 @@ secs=${BENCH_SECONDS:-10}
 export RUST_BACKTRACE=0
 
 echo "== building release binaries"
+# Installs what the build needs when missing (libclang for RocksDB's bindings, g++ ...).
+cargo xtask setup
 cargo build --release -p cairn -p cairn-bench
 cairn=$target/release/cairn
 bench=$target/release/cairn-bench

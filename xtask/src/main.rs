@@ -5,6 +5,8 @@
 //! 127.0.0.1:9092). `cargo xtask test [ARGS]` installs what the tests need (kcat, the
 //! build tools of librdkafka, the Python and JavaScript Kafka clients of
 //! `tests/other_clients.rs`) when missing, then runs `cargo test --workspace ARGS`.
+//! `cargo xtask setup` only installs what building needs (for scripts that build
+//! themselves, like `scripts/bench.sh`).
 //!
 //! Packages come from Debian's archive through apt-get, and only when a command is
 //! missing, so on a machine that has them both tasks go straight to cargo. The Python
@@ -56,9 +58,12 @@ fn main() -> ExitCode {
                 cmd.args(["test", "--workspace"]).args(&rest);
                 status(cmd)
             }),
+        // What the build needs and nothing else (scripts/bench.sh runs it before building).
+        "setup" => ensure(BUILD_NEEDS),
         _ => {
             eprintln!(
-                "usage: cargo xtask run [cairn serve flags] | cargo xtask test [cargo test args]"
+                "usage: cargo xtask run [cairn serve flags] | cargo xtask test [cargo test args] \
+                 | cargo xtask setup"
             );
             return ExitCode::from(2);
         }

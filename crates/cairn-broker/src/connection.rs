@@ -3,9 +3,11 @@
 //! ## Framing
 //! Every request is a 4-byte big-endian size followed by that many bytes: a request header
 //! (v0–v2; v2 adds tagged fields) and the body. The size is checked against
-//! `socket.request.max.bytes` before any buffer grows for it, and the buffer grows at most
-//! [`READ_CHUNK_BYTES`] per read, so a peer that announces a huge frame and sends nothing
-//! costs nothing.
+//! `socket.request.max.bytes` before any buffer grows for it. A frame up to
+//! [`WHOLE_FRAME_RESERVE_BYTES`] gets its whole buffer at once (read without a copy as it
+//! grows; the untouched capacity costs no memory); a larger one grows with what arrives, at
+//! most doubling what was received or by [`READ_CHUNK_BYTES`], so a peer that announces a
+//! huge frame and sends nothing costs nothing.
 //!
 //! ## Pipelining
 //! Clients send several requests before reading responses (librdkafka up to 5 produce
@@ -36,8 +38,13 @@ use crate::config::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
 use crate::handlers::{self, RequestContext};
 use crate::server::Broker;
 
-/// Most bytes the read buffer grows by per read.
+/// Most bytes the read buffer grows by per read while no frame size is known, and the
+/// first growth for a frame larger than [`WHOLE_FRAME_RESERVE_BYTES`].
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Frames up to this size get their whole buffer as soon as their size is read (produce
+/// requests are about 1 MB with librdkafka's defaults). Unwritten capacity is not touched,
+/// so it costs address space, not memory, while a peer is slow to send.
+pub const WHOLE_FRAME_RESERVE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Serves one connection until the peer closes it, it misbehaves, or the broker stops.
 pub async fn serve(
@@ -284,7 +291,15 @@ async fn read_frame(
                 frame.advance(4);
                 return Ok(Some(frame.freeze()));
             }
-            buf.reserve((total - buf.len()).min(READ_CHUNK_BYTES));
+            // Room for the whole frame at once up to WHOLE_FRAME_RESERVE_BYTES, so that a
+            // produce request is read into one buffer without being copied as it grows;
+            // beyond, growth follows what actually arrived (at most doubling).
+            let missing = total - buf.len();
+            buf.reserve(if total <= WHOLE_FRAME_RESERVE_BYTES {
+                missing
+            } else {
+                missing.min(buf.len().max(READ_CHUNK_BYTES))
+            });
         } else {
             buf.reserve(READ_CHUNK_BYTES.min(64 * 1024));
         }

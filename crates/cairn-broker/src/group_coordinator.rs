@@ -1193,7 +1193,7 @@ fn append_records(
             )
             .map_err(|e| CoordinatorError::Storage(format!("encoding group records: {e}")))?;
             let appended = partition
-                .append_as_leader(&mut buf, now_ms, false)
+                .append_as_leader(&buf, now_ms, false)
                 .map_err(|e| CoordinatorError::Storage(append_error_message(e)))?;
             *end = Some(appended.info.last_offset + 1);
             records.clear();
@@ -1278,7 +1278,7 @@ fn append_txn_offsets(
         },
     )
     .map_err(|e| CoordinatorError::Storage(format!("encoding transactional offsets: {e}")))?;
-    match partition.append_as_coordinator(&mut buf, now_ms) {
+    match partition.append_as_coordinator(&buf, now_ms) {
         Ok(appended) => Ok(appended.info.last_offset + 1),
         Err(crate::replica_manager::AppendError::Log(cairn_log::LogError::Producer(e))) => {
             Err(CoordinatorError::Producer(e))

@@ -9,8 +9,9 @@
 //! controller) over gRPC.
 //!
 //! ## Files (`<data_dir>/__cluster_metadata/`)
-//! - `quorum/`: the voter's Raft log, hard state and snapshots (`quorum.wal`, see
-//!   `cairn_meta::quorum::FileStorage`).
+//! - `quorum/rocksdb/`: the voter's Raft log, hard state and snapshots (see
+//!   `cairn_meta::quorum::RocksStorage`). A `quorum/quorum.wal` of an earlier version is
+//!   moved into it on start and kept as `quorum.wal.migrated`.
 //! - `metadata.log`: the single-node log of earlier versions. On the first start of a
 //!   one-voter quorum its records are imported as the first entry, and the file is renamed
 //!   to `metadata.log.imported` (kept as a backup, never read again).

@@ -19,9 +19,8 @@
 //! [`cairn_meta::quorum`] for why stale entries are skipped identically everywhere.
 //!
 //! ## What survives a crash
-//! Whatever the voter's storage holds (`cairn_meta::quorum::FileStorage`, a synced
-//! write-ahead file, until the RocksDB storage is built by default); this shell keeps no
-//! state of its own. A proposal whose caller gave up may still commit.
+//! Whatever the voter's storage holds (`cairn_meta::quorum::RocksStorage`: every Raft
+//! `Ready` is one synced RocksDB write batch); this shell keeps no state of its own. A proposal whose caller gave up may still commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -32,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use cairn_meta::ClusterState;
 use cairn_meta::quorum::{
-    ApplyOutcome, FileStorage, Proposal, QuorumConfig, QuorumError, QuorumNode, QuorumStatus,
-    RaftMessage, Ticket, decode_message, encode_message,
+    ApplyOutcome, Proposal, QuorumConfig, QuorumError, QuorumNode, QuorumStatus, RaftMessage,
+    RocksStorage, Ticket, decode_message, encode_message,
 };
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -166,8 +165,7 @@ impl Quorum {
             .map(|(id, addr)| (*id, addr.clone()))
             .collect();
         let config = QuorumConfig::new(settings.node_id, voters);
-        let storage = FileStorage::open(dir, &config.voters, config.sync_writes)?;
-        let node = QuorumNode::open_with(storage, &config)?;
+        let node = QuorumNode::open(dir, &config)?;
         let published = Arc::new(Published {
             state: Mutex::new(Arc::new(node.state().clone())),
             changed: Condvar::new(),
@@ -571,7 +569,7 @@ fn from_proto(response: proto::ProposeResponse) -> Submitted {
 
 /// The driver thread: the only code that touches the node.
 fn drive(
-    mut node: QuorumNode<FileStorage>,
+    mut node: QuorumNode<RocksStorage>,
     commands: Receiver<Command>,
     outboxes: HashMap<u64, mpsc::Sender<RaftMessage>>,
     published: Arc<Published>,

@@ -187,7 +187,7 @@ impl Partition {
     /// than `min.insync.replicas`.
     pub fn append_as_leader(
         &self,
-        records: &mut [u8],
+        records: &[u8],
         now_ms: i64,
         check_min_insync: bool,
     ) -> Result<LeaderAppend, AppendError> {
@@ -206,7 +206,7 @@ impl Partition {
     /// (`PartitionLog::append_as_coordinator`, Kafka's `AppendOrigin.COORDINATOR`).
     pub fn append_as_coordinator(
         &self,
-        records: &mut [u8],
+        records: &[u8],
         now_ms: i64,
     ) -> Result<LeaderAppend, AppendError> {
         self.append_leader_with(false, |log, leader_epoch| {

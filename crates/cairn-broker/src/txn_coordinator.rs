@@ -636,7 +636,7 @@ fn append_record(
             format!("encoding a transaction record: {e}"),
         )
     })?;
-    let appended = partition.append_as_leader(&mut buf, now_ms, true)?;
+    let appended = partition.append_as_leader(&buf, now_ms, true)?;
     Ok((appended.info.last_offset + 1, appended.needs_group_commit))
 }
 

@@ -313,7 +313,7 @@ impl Sim {
         let mut batch = BatchBuilder::new(0)
             .records(values.iter().map(|v| TestRecord::value(self.now_ms, v)))
             .build();
-        match p.append_as_leader(&mut batch, self.now_ms, true) {
+        match p.append_as_leader(&batch, self.now_ms, true) {
             Ok(appended) => {
                 let base = appended.info.base_offset;
                 self.trace.push(format!(

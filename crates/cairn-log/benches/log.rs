@@ -136,9 +136,9 @@ fn fill(dir: &Path, total_bytes: u64, segment_bytes: u32) -> PartitionLog {
         ..config(FlushPolicy::Never)
     };
     let mut log = PartitionLog::open(dir, c, 0).unwrap();
-    let mut buf = batch(16);
+    let buf = batch(16);
     while log.size_bytes() < total_bytes {
-        log.append_as_leader(&mut buf, 0, 0).unwrap();
+        log.append_as_leader(&buf, 0, 0).unwrap();
     }
     log
 }

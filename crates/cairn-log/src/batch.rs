@@ -242,6 +242,13 @@ pub(crate) fn rewrite_crc(batch: &mut [u8]) {
     batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Rewrites the CRC in a batch's patched `header` (bytes 21.. changed: LogAppendTime), the
+/// batch's bytes after the header being `rest`.
+pub(crate) fn rewrite_crc_split(header: &mut [u8; BATCH_HEADER_LEN], rest: &[u8]) {
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_POS..]), rest);
+    header[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates the whole batches of a buffer. Yields an error (and then stops) when the buffer
 /// ends inside a batch or a header is invalid. Does not check CRCs.
 pub struct Batches<'a> {

@@ -223,7 +223,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut log = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
 //! let mut batch = cairn_log::testutil::simple_batch(2, 100, 1_000);
-//! let info = log.append_as_leader(&mut batch, 0, 1_000).unwrap();
+//! let info = log.append_as_leader(&batch, 0, 1_000).unwrap();
 //! // Group commit: take the ticket under the lock, sync outside it, then complete.
 //! let ticket = log.begin_flush().unwrap();
 //! ticket.sync().unwrap();

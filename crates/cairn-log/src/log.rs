@@ -173,12 +173,13 @@ impl PartitionLog {
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let mut log = cairn_log::PartitionLog::open(dir.path(), Default::default(), 0).unwrap();
-    /// let mut batch = cairn_log::testutil::simple_batch(3, 10, 1_000);
-    /// let info = log.append_as_leader(&mut batch, 0, 1_000).unwrap();
+    /// let batch = cairn_log::testutil::simple_batch(3, 10, 1_000);
+    /// let info = log.append_as_leader(&batch, 0, 1_000).unwrap();
     /// assert_eq!((info.base_offset, info.last_offset), (0, 2));
     /// log.flush().unwrap();
     /// let read = log.read(0, 1 << 20, i64::MAX, true).unwrap();
-    /// assert_eq!(&read.records[..], &batch[..]);
+    /// // Stored as received, with the base offset and leader epoch (bytes 0..16) stamped.
+    /// assert_eq!(&read.records[16..], &batch[16..]);
     /// log.close().unwrap();
     /// ```
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
@@ -641,7 +642,7 @@ impl PartitionLog {
     /// in the log (readable, `log_end_offset` moved) but not known durable.
     pub fn append_as_leader(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
@@ -675,7 +676,7 @@ impl PartitionLog {
     /// extend their producer's transaction.
     pub fn append_as_coordinator(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
@@ -700,12 +701,12 @@ impl PartitionLog {
     /// use cairn_log::testutil::{BatchBuilder, TestRecord};
     /// let dir = tempfile::tempdir().unwrap();
     /// let mut log = PartitionLog::open(dir.path(), Default::default(), 0).unwrap();
-    /// let mut data = BatchBuilder::new(0)
+    /// let data = BatchBuilder::new(0)
     ///     .producer(7, 0, 0)
     ///     .transactional()
     ///     .record(TestRecord::kv(1_000, "k", "v"))
     ///     .build();
-    /// log.append_as_leader(&mut data, 0, 1_000).unwrap();
+    /// log.append_as_leader(&data, 0, 1_000).unwrap();
     /// // Ongoing: read_committed consumers stop at the transaction's first offset.
     /// assert_eq!(log.last_stable_offset(1), 0);
     /// let abort = EndTxnMarker { control: ControlType::Abort, coordinator_epoch: 0 };
@@ -731,16 +732,21 @@ impl PartitionLog {
         }
         self.producer_state
             .check_marker(producer_id, producer_epoch, &marker)?;
-        let mut b = control::build_marker_batch(producer_id, producer_epoch, marker, now_ms);
+        let b = control::build_marker_batch(producer_id, producer_epoch, marker, now_ms);
         let h = BatchHeader::parse(&b).expect("a built marker batch parses");
-        self.append_patched(&mut b, &[(h, 0)], leader_epoch, now_ms)
+        self.append_patched(&b, &[(h, 0)], leader_epoch, now_ms)
     }
 
     /// The leader's write path once checks passed: assigns offsets, stamps the partition
     /// leader epoch (and LogAppendTime), appends, records a new leader epoch.
+    ///
+    /// The batches are written from `records` as they are: only each batch's 61-byte header
+    /// is copied and patched (offsets, leader epoch, and for LogAppendTime the attributes,
+    /// max timestamp and CRC), and the segment writes the patched header, then the rest of
+    /// the batch from `records` — no copy of record bytes on the produce path.
     fn append_patched(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         headers: &[(BatchHeader, usize)],
         leader_epoch: i32,
         now_ms: i64,
@@ -748,8 +754,12 @@ impl PartitionLog {
         let log_append = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut offset = self.log_end_offset;
         let mut patched = Vec::with_capacity(headers.len());
+        let mut patched_headers = Vec::with_capacity(headers.len());
         for (h, pos) in headers {
-            let b = &mut records[*pos..*pos + h.total_len()];
+            let batch = &records[*pos..*pos + h.total_len()];
+            let mut b: [u8; BATCH_HEADER_LEN] = batch[..BATCH_HEADER_LEN]
+                .try_into()
+                .expect("a validated batch has a whole header");
             b[BASE_OFFSET_POS..BASE_OFFSET_POS + 8].copy_from_slice(&offset.to_be_bytes());
             b[PARTITION_LEADER_EPOCH_POS..PARTITION_LEADER_EPOCH_POS + 4]
                 .copy_from_slice(&leader_epoch.to_be_bytes());
@@ -758,14 +768,18 @@ impl PartitionLog {
                 b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2]
                     .copy_from_slice(&attrs.to_be_bytes());
                 b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&now_ms.to_be_bytes());
-                batch::rewrite_crc(b);
+                batch::rewrite_crc_split(&mut b, &batch[BATCH_HEADER_LEN..]);
             }
-            let nh =
-                BatchHeader::parse(&b[..BATCH_HEADER_LEN]).expect("a validated header stays valid");
+            let nh = BatchHeader::parse(&b).expect("a validated header stays valid");
             offset = nh.last_offset() + 1;
             patched.push((nh, *pos));
+            patched_headers.push(b);
         }
-        let info = self.append_validated(records, &patched, Some(now_ms))?;
+        let bytes = AppendBytes {
+            records,
+            patched_headers: Some(&patched_headers),
+        };
+        let info = self.append_validated(bytes, &patched, Some(now_ms))?;
         if leader_epoch >= 0 && self.latest_leader_epoch().is_none_or(|e| leader_epoch > e) {
             self.leader_epochs.push((leader_epoch, info.base_offset));
             self.persist_leader_epochs()?;
@@ -791,7 +805,11 @@ impl PartitionLog {
                 got: first,
             });
         }
-        let info = self.append_validated(records, &headers, None)?;
+        let bytes = AppendBytes {
+            records,
+            patched_headers: None,
+        };
+        let info = self.append_validated(bytes, &headers, None)?;
         let mut changed = false;
         for (h, _) in &headers {
             let e = h.partition_leader_epoch;
@@ -808,10 +826,11 @@ impl PartitionLog {
 
     fn append_validated(
         &mut self,
-        buf: &[u8],
+        bytes: AppendBytes<'_>,
         headers: &[(BatchHeader, usize)],
         now_ms: Option<i64>,
     ) -> Result<AppendInfo, LogError> {
+        let buf = bytes.records;
         let first = headers[0].0.base_offset;
         let last = headers.last().unwrap().0.last_offset();
         let active = self.segments.last().unwrap();
@@ -833,7 +852,7 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         let active = self.segments.last_mut().unwrap();
         let was_empty = active.size == 0;
-        active.append(buf, headers, interval)?;
+        active.append(&bytes, headers, interval)?;
         if was_empty {
             if let Some(now) = now_ms {
                 active.first_batch_timestamp = Some(now);
@@ -1708,3 +1727,12 @@ pub use producer::{SNAPSHOT_EXTENSION, SNAPSHOTS_RETAINED};
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+/// What one append writes: the batches as received and, on the leader's path, a patched
+/// copy of each batch's header (in batch order) that replaces the received one on disk.
+/// Everything after a header is written from `records` as it is. Bytes read back for the
+/// producer state (control records) are after the header, hence the same in both.
+pub(crate) struct AppendBytes<'a> {
+    pub(crate) records: &'a [u8],
+    pub(crate) patched_headers: Option<&'a [[u8; BATCH_HEADER_LEN]]>,
+}

@@ -23,9 +23,9 @@ fn batch_with_ts(n: usize, ts: i64) -> Vec<u8> {
 fn fill(log: &mut PartitionLog, count: usize, ts0: i64) -> Vec<Vec<u8>> {
     (0..count)
         .map(|i| {
-            let mut b = batch_with_ts(2, ts0 + i as i64);
-            log.append_as_leader(&mut b, 0, ts0 + i as i64).unwrap();
-            b
+            let b = batch_with_ts(2, ts0 + i as i64);
+            let info = log.append_as_leader(&b, 0, ts0 + i as i64).unwrap();
+            crate::testutil::stored_bytes(log, &info)
         })
         .collect()
 }
@@ -96,8 +96,15 @@ fn leader_append_patches_offsets_epoch_and_log_append_time() {
         ..LogConfig::default()
     };
     let mut log = open(d.path(), c);
-    let mut two = [batch_with_ts(3, 5), batch_with_ts(1, 6)].concat();
-    let info = log.append_as_leader(&mut two, 7, 99_000).unwrap();
+    let two = [batch_with_ts(3, 5), batch_with_ts(1, 6)].concat();
+    let received = two;
+    let info = log.append_as_leader(&received, 7, 99_000).unwrap();
+    // The received bytes are not touched: the log patched its own copy of each header.
+    assert!(
+        Batches::new(&received).all(|b| b.unwrap().0.base_offset == 0),
+        "the received batches are unchanged"
+    );
+    let two = crate::testutil::stored_bytes(&log, &info);
     assert_eq!(
         info,
         AppendInfo {
@@ -138,30 +145,30 @@ fn invalid_batches_append_nothing() {
     let mut bad_crc = batch_with_ts(1, 1);
     let n = bad_crc.len();
     bad_crc[n - 1] ^= 1;
-    let mut buf = [good.clone(), bad_crc].concat();
+    let buf = [good.clone(), bad_crc].concat();
     assert!(matches!(
-        log.append_as_leader(&mut buf, 0, 0),
+        log.append_as_leader(&buf, 0, 0),
         Err(LogError::CorruptRecord { .. })
     ));
-    let mut truncated = good[..good.len() - 3].to_vec();
+    let truncated = good[..good.len() - 3].to_vec();
     assert!(matches!(
-        log.append_as_leader(&mut truncated, 0, 0),
+        log.append_as_leader(&truncated, 0, 0),
         Err(LogError::CorruptRecord { .. })
     ));
     let mut v1 = good.clone();
     v1[16] = 1;
     assert!(matches!(
-        log.append_as_leader(&mut v1, 0, 0),
+        log.append_as_leader(&v1, 0, 0),
         Err(LogError::UnsupportedMagic { magic: 1 })
     ));
-    let mut big = simple_batch(1, 3000, 1);
+    let big = simple_batch(1, 3000, 1);
     assert!(matches!(
-        log.append_as_leader(&mut big, 0, 0),
+        log.append_as_leader(&big, 0, 0),
         Err(LogError::RecordTooLarge { max: 2000, .. })
     ));
-    let mut empty: Vec<u8> = Vec::new();
+    let empty: Vec<u8> = Vec::new();
     assert!(matches!(
-        log.append_as_leader(&mut empty, 0, 0),
+        log.append_as_leader(&empty, 0, 0),
         Err(LogError::InvalidRecord { .. })
     ));
     // records_count lies (CRC recomputed so only the count check can catch it).
@@ -169,11 +176,11 @@ fn invalid_batches_append_nothing() {
     lying[57..61].copy_from_slice(&2i32.to_be_bytes());
     lying[23..27].copy_from_slice(&1i32.to_be_bytes());
     crate::batch::rewrite_crc(&mut lying);
-    assert!(log.append_as_leader(&mut lying, 0, 0).is_err());
+    assert!(log.append_as_leader(&lying, 0, 0).is_err());
     assert_eq!(log.log_end_offset(), 0);
     assert_eq!(log.size_bytes(), 0);
-    let mut ok = good;
-    log.append_as_leader(&mut ok, 0, 0).unwrap();
+    let ok = good;
+    log.append_as_leader(&ok, 0, 0).unwrap();
     assert_eq!(log.log_end_offset(), 1);
 }
 
@@ -188,20 +195,20 @@ fn compacted_topic_rejects_keyless_records() {
         },
     );
     for codec in [CompressionType::None, CompressionType::Zstd] {
-        let mut b = BatchBuilder::new(0)
+        let b = BatchBuilder::new(0)
             .compression(codec)
             .record(TestRecord::kv(1, "k", "v"))
             .record(TestRecord::value(1, "no key"))
             .build();
         assert!(matches!(
-            log.append_as_leader(&mut b, 0, 0),
+            log.append_as_leader(&b, 0, 0),
             Err(LogError::InvalidRecord { .. })
         ));
     }
-    let mut ok = BatchBuilder::new(0)
+    let ok = BatchBuilder::new(0)
         .record(TestRecord::tombstone(1, "k"))
         .build();
-    log.append_as_leader(&mut ok, 0, 0).unwrap();
+    log.append_as_leader(&ok, 0, 0).unwrap();
 }
 
 #[test]
@@ -278,13 +285,13 @@ fn rolls_by_time() {
             ..LogConfig::default()
         },
     );
-    let mut b = batch_with_ts(1, 0);
-    log.append_as_leader(&mut b, 0, 10_000).unwrap();
-    let mut b = batch_with_ts(1, 0);
-    log.append_as_leader(&mut b, 0, 10_500).unwrap();
+    let b = batch_with_ts(1, 0);
+    log.append_as_leader(&b, 0, 10_000).unwrap();
+    let b = batch_with_ts(1, 0);
+    log.append_as_leader(&b, 0, 10_500).unwrap();
     assert_eq!(log.num_segments(), 1);
-    let mut b = batch_with_ts(1, 0);
-    log.append_as_leader(&mut b, 0, 11_001).unwrap();
+    let b = batch_with_ts(1, 0);
+    log.append_as_leader(&b, 0, 11_001).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
 }
 
@@ -381,8 +388,8 @@ fn every_append_and_interval_policies_flush() {
     assert_eq!(log.recovery_point(), 0);
     fill(&mut log, 1, 0);
     assert_eq!(log.recovery_point(), 6, "6 messages >= 5");
-    let mut b = batch_with_ts(1, 0);
-    log.append_as_leader(&mut b, 0, 10).unwrap();
+    let b = batch_with_ts(1, 0);
+    log.append_as_leader(&b, 0, 10).unwrap();
     assert!(!log.maybe_flush_by_policy(500).unwrap());
     assert!(log.maybe_flush_by_policy(1001).unwrap());
     assert_eq!(log.recovery_point(), 7);
@@ -520,11 +527,11 @@ fn timestamp_lookups() {
     let mut log = open(d.path(), small_config());
     // Timestamps 100, 110, ..., two records per batch with the same timestamp.
     for i in 0..50 {
-        let mut b = BatchBuilder::new(0)
+        let b = BatchBuilder::new(0)
             .record(TestRecord::kv(100 + 10 * i, "k", "v"))
             .record(TestRecord::kv(105 + 10 * i, "k", "v"))
             .build();
-        log.append_as_leader(&mut b, 0, 0).unwrap();
+        log.append_as_leader(&b, 0, 0).unwrap();
     }
     let at = |t| log.fetch_offset_by_timestamp(t).unwrap();
     assert_eq!(
@@ -726,9 +733,7 @@ fn truncation() {
         (1000, 1000, 1000)
     );
     assert_eq!(log.num_segments(), 1);
-    let info = log
-        .append_as_leader(&mut batch_with_ts(1, 0), 0, 0)
-        .unwrap();
+    let info = log.append_as_leader(&batch_with_ts(1, 0), 0, 0).unwrap();
     assert_eq!(info.base_offset, 1000);
     drop(log);
     let log = open(d.path(), small_config());
@@ -742,7 +747,7 @@ fn leader_epochs_are_checkpointed_and_truncated() {
     assert_eq!(log.end_offset_for_epoch(0), None);
     for (epoch, n) in [(1, 2), (1, 1), (3, 2), (5, 1)] {
         for _ in 0..n {
-            log.append_as_leader(&mut batch_with_ts(2, 0), epoch, 0)
+            log.append_as_leader(&batch_with_ts(2, 0), epoch, 0)
                 .unwrap();
         }
     }

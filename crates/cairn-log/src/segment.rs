@@ -344,16 +344,33 @@ impl LogSegment {
     /// Writes already-validated batches at the end of the segment and indexes them. On an
     /// I/O error (ENOSPC, short write) nothing is indexed and `size` is unchanged: the partial
     /// bytes past `size` are cut (best effort) and in any case overwritten by the next append.
+    ///
+    /// With patched headers (the leader's path), each batch is written as its patched header
+    /// followed by the rest of the batch from the received bytes.
     pub(crate) fn append(
         &mut self,
-        buf: &[u8],
+        bytes: &crate::log::AppendBytes<'_>,
         headers: &[(BatchHeader, usize)],
         index_interval_bytes: u32,
     ) -> Result<(), LogError> {
+        let buf = bytes.records;
         assert!(self.active);
         assert!(self.size + buf.len() as u64 <= crate::limits::SEGMENT_BYTES_MAX as u64);
         let file = self.file()?;
-        if let Err(e) = write_at(&file, buf, self.size) {
+        let written = match bytes.patched_headers {
+            None => write_at(&file, &[buf], self.size),
+            Some(patched) => {
+                assert_eq!(patched.len(), headers.len(), "one patched header per batch");
+                let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * headers.len());
+                for ((h, at), header) in headers.iter().zip(patched) {
+                    parts.push(header);
+                    parts.push(&buf[*at + BATCH_HEADER_LEN..*at + h.total_len()]);
+                }
+                debug_assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), buf.len());
+                write_at(&file, &parts, self.size)
+            }
+        };
+        if let Err(e) = written {
             let _ = file.set_len(self.size);
             return Err(LogError::Io {
                 op: "append",
@@ -600,11 +617,22 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
-fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<()> {
+/// Writes `parts`, one after the other, at `pos`. One `pwrite` per part: an append has one
+/// or two parts per batch, and a produce request usually one batch per partition.
+fn write_at(file: &File, parts: &[&[u8]], mut pos: u64) -> std::io::Result<()> {
     #[cfg(any(test, feature = "testutil"))]
-    if let Some(n) = FAIL_NEXT_WRITE_AFTER.with(|c| c.take()) {
-        file.write_all_at(&buf[..n.min(buf.len())], pos)?;
+    if let Some(mut n) = FAIL_NEXT_WRITE_AFTER.with(|c| c.take()) {
+        for part in parts {
+            let len = n.min(part.len());
+            file.write_all_at(&part[..len], pos)?;
+            pos += len as u64;
+            n -= len;
+        }
         return Err(std::io::Error::from_raw_os_error(28));
     }
-    file.write_all_at(buf, pos)
+    for part in parts {
+        file.write_all_at(part, pos)?;
+        pos += part.len() as u64;
+    }
+    Ok(())
 }

@@ -184,8 +184,6 @@ impl BatchBuilder {
     }
 }
 
-/// A batch of `count` records with `value_bytes`-byte values and keys `key-<i>`, all stamped
-/// `timestamp`.
 /// Every batch of `log` from its start to its end, in order, as stored.
 pub fn all_batches(log: &crate::PartitionLog) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -203,6 +201,18 @@ pub fn all_batches(log: &crate::PartitionLog) -> Vec<Vec<u8>> {
     out
 }
 
+/// The bytes one append stored, as the log holds them: the leader patches offsets, leader
+/// epoch (and LogAppendTime) into its own copy of each header, never into the caller's.
+pub fn stored_bytes(log: &crate::PartitionLog, info: &crate::AppendInfo) -> Vec<u8> {
+    let r = log
+        .read(info.base_offset, usize::MAX, info.last_offset + 1, true)
+        .expect("reading an append back");
+    assert_eq!(r.records.len(), info.bytes, "an append reads back whole");
+    r.records.to_vec()
+}
+
+/// A batch of `count` records with `value_bytes`-byte values and keys `key-<i>`, all stamped
+/// `timestamp`.
 pub fn simple_batch(count: usize, value_bytes: usize, timestamp: i64) -> Vec<u8> {
     BatchBuilder::new(0)
         .records(
@@ -273,8 +283,8 @@ pub fn fuzz_segment_recovery(dir: &std::path::Path, data: &[u8]) {
     }
     let _ = log.fetch_offset_by_timestamp(0);
     let _ = log.max_timestamp_offset();
-    let mut b = simple_batch(2, 10, 1);
-    let _ = log.append_as_leader(&mut b, 0, 1);
+    let b = simple_batch(2, 10, 1);
+    let _ = log.append_as_leader(&b, 0, 1);
     let leo = log.log_end_offset();
     if log.close().is_ok() {
         let log = PartitionLog::open(dir, config, 0).expect("a cleanly closed log reopens");
@@ -303,10 +313,20 @@ pub fn fuzz_append(dir: &std::path::Path, data: &[u8]) {
         ..LogConfig::default()
     };
     let mut log = PartitionLog::open(&dir.join("leader"), config.clone(), 0).unwrap();
-    let mut buf = data.to_vec();
-    if log.append_as_leader(&mut buf, 3, 1000).is_ok() {
+    if log.append_as_leader(data, 3, 1000).is_ok() {
+        // What the leader stores: the batches with offsets from 0 and leader epoch 3.
+        let mut expected = data.to_vec();
+        let mut pos = 0;
+        let mut next_offset = 0i64;
+        while pos < expected.len() {
+            let h = crate::BatchHeader::parse(&expected[pos..]).unwrap();
+            expected[pos..pos + 8].copy_from_slice(&next_offset.to_be_bytes());
+            expected[pos + 12..pos + 16].copy_from_slice(&3i32.to_be_bytes());
+            next_offset += h.last_offset_delta as i64 + 1;
+            pos += h.total_len();
+        }
         let r = log.read(0, usize::MAX, i64::MAX, true).unwrap();
-        assert_eq!(&r.records[..], &buf[..], "leader append reads back");
+        assert_eq!(&r.records[..], &expected[..], "leader append reads back");
     }
     let mut log = PartitionLog::open(&dir.join("follower"), config, 0).unwrap();
     if log.append_as_follower(data).is_ok() {

@@ -42,14 +42,14 @@ fn records(log: &PartitionLog) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
 }
 
 fn put(log: &mut PartitionLog, codec: CompressionType, kvs: &[(&str, Option<&str>)], ts: i64) {
-    let mut b = BatchBuilder::new(0)
+    let b = BatchBuilder::new(0)
         .compression(codec)
         .records(kvs.iter().map(|(k, v)| match v {
             Some(v) => TestRecord::kv(ts, k, v),
             None => TestRecord::tombstone(ts, k),
         }))
         .build();
-    log.append_as_leader(&mut b, 0, ts).unwrap();
+    log.append_as_leader(&b, 0, ts).unwrap();
 }
 
 #[test]
@@ -221,14 +221,14 @@ proptest! {
             match op {
                 Op::Put { codec, kvs } => {
                     now += 10;
-                    let mut b = BatchBuilder::new(0)
+                    let b = BatchBuilder::new(0)
                         .compression(codecs[codec as usize])
                         .records(kvs.iter().map(|(k, v)| match v {
                             Some(v) => TestRecord::kv(now, [*k], [*v]),
                             None => TestRecord::tombstone(now, [*k]),
                         }))
                         .build();
-                    let info = log.append_as_leader(&mut b, 0, now).unwrap();
+                    let info = log.append_as_leader(&b, 0, now).unwrap();
                     for (i, (k, v)) in kvs.iter().enumerate() {
                         written.insert(info.base_offset + i as i64, (vec![*k], v.map(|v| vec![v]), now));
                     }

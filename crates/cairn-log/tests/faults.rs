@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_log::testutil::{fail_next_write_after, simple_batch};
+use cairn_log::testutil::{fail_next_write_after, simple_batch, stored_bytes};
 use cairn_log::{Batches, LogConfig, LogError, PartitionLog};
 
 fn config() -> LogConfig {
@@ -29,8 +29,9 @@ fn read_all(log: &PartitionLog) -> Vec<Vec<u8>> {
 }
 
 fn append(log: &mut PartitionLog, n: usize) -> Result<Vec<u8>, LogError> {
-    let mut b = simple_batch(n, 100, 1_000);
-    log.append_as_leader(&mut b, 0, 1_000).map(|_| b)
+    let b = simple_batch(n, 100, 1_000);
+    log.append_as_leader(&b, 0, 1_000)
+        .map(|info| stored_bytes(log, &info))
 }
 
 #[test]
@@ -220,9 +221,9 @@ fn missing_index_files_are_rebuilt_on_open() {
     let mut log = PartitionLog::open(d.path(), small(), 0).unwrap();
     let mut batches = Vec::new();
     for i in 0..40 {
-        let mut b = simple_batch(2, 100, 1_000 + i);
-        log.append_as_leader(&mut b, 0, 0).unwrap();
-        batches.push(b);
+        let b = simple_batch(2, 100, 1_000 + i);
+        let info = log.append_as_leader(&b, 0, 0).unwrap();
+        batches.push(stored_bytes(&log, &info));
     }
     assert!(log.num_segments() >= 3);
     log.close().unwrap();
@@ -246,8 +247,8 @@ fn untrimmed_index_files_after_a_crash_are_rebuilt() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), small(), 0).unwrap();
     for i in 0..40 {
-        let mut b = simple_batch(2, 100, 1_000_000 + i);
-        log.append_as_leader(&mut b, 0, 0).unwrap();
+        let b = simple_batch(2, 100, 1_000_000 + i);
+        log.append_as_leader(&b, 0, 0).unwrap();
     }
     log.flush().unwrap();
     drop(log);

@@ -169,16 +169,16 @@ fn run(ops: Vec<Op>) {
                 if epoch_bump {
                     epoch += 1;
                 }
-                let mut b = BatchBuilder::new(0)
+                let b = BatchBuilder::new(0)
                     .records(
                         (0..records)
                             .map(|i| TestRecord::kv(ts, format!("k{i}"), vec![7u8; value_bytes])),
                     )
                     .build();
-                let info = log.append_as_leader(&mut b, epoch, 5000).unwrap();
+                let info = log.append_as_leader(&b, epoch, 5000).unwrap();
                 assert_eq!(info.base_offset, m.leo);
                 m.batches.push(Stored {
-                    bytes: b,
+                    bytes: cairn_log::testutil::stored_bytes(&log, &info),
                     base: info.base_offset,
                     last: info.last_offset,
                     ts,

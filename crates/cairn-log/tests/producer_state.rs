@@ -59,17 +59,17 @@ fn snapshots(dir: &Path) -> Vec<(i64, std::path::PathBuf)> {
 fn leader_deduplicates_and_rejects_without_appending() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
-    let mut first = batch(7, 0, 0, 3, 1_000);
-    let a = log.append_as_leader(&mut first, 0, 1_000).unwrap();
+    let first = batch(7, 0, 0, 3, 1_000);
+    let a = log.append_as_leader(&first, 0, 1_000).unwrap();
     assert_eq!((a.base_offset, a.last_offset), (0, 2));
-    let mut plain = cairn_log::testutil::simple_batch(2, 10, 1_000);
-    log.append_as_leader(&mut plain, 0, 1_000).unwrap();
-    let mut second = batch(7, 0, 3, 2, 1_001);
-    log.append_as_leader(&mut second, 0, 1_001).unwrap();
+    let plain = cairn_log::testutil::simple_batch(2, 10, 1_000);
+    log.append_as_leader(&plain, 0, 1_000).unwrap();
+    let second = batch(7, 0, 3, 2, 1_001);
+    log.append_as_leader(&second, 0, 1_001).unwrap();
     let leo = log.log_end_offset();
     // A retry of the first batch: nothing appended, the original offsets come back.
-    let mut retry = batch(7, 0, 0, 3, 1_000);
-    match log.append_as_leader(&mut retry, 0, 2_000) {
+    let retry = batch(7, 0, 0, 3, 1_000);
+    match log.append_as_leader(&retry, 0, 2_000) {
         Err(LogError::DuplicateBatch {
             base_offset: 0,
             last_offset: 2,
@@ -79,18 +79,18 @@ fn leader_deduplicates_and_rejects_without_appending() {
     }
     assert_eq!(log.log_end_offset(), leo);
     // A gap.
-    let mut gap = batch(7, 0, 9, 1, 1_002);
-    match log.append_as_leader(&mut gap, 0, 2_000) {
+    let gap = batch(7, 0, 9, 1, 1_002);
+    match log.append_as_leader(&gap, 0, 2_000) {
         Err(LogError::Producer(e @ ProducerError::OutOfOrderSequence { .. })) => {
             assert_eq!(e.kafka_code(), 45)
         }
         other => panic!("{other:?}"),
     }
     // A zombie after an epoch bump.
-    let mut bumped = batch(7, 1, 0, 1, 1_003);
-    log.append_as_leader(&mut bumped, 0, 2_000).unwrap();
-    let mut zombie = batch(7, 0, 5, 1, 1_004);
-    match log.append_as_leader(&mut zombie, 0, 2_000) {
+    let bumped = batch(7, 1, 0, 1, 1_003);
+    log.append_as_leader(&bumped, 0, 2_000).unwrap();
+    let zombie = batch(7, 0, 5, 1, 1_004);
+    match log.append_as_leader(&zombie, 0, 2_000) {
         Err(LogError::Producer(e @ ProducerError::InvalidProducerEpoch { .. })) => {
             assert_eq!(e.kafka_code(), 47)
         }
@@ -100,11 +100,11 @@ fn leader_deduplicates_and_rejects_without_appending() {
     let leo = log.log_end_offset();
     let mut two = batch(7, 1, 1, 1, 1_005);
     two.extend(batch(7, 1, 5, 1, 1_005));
-    assert!(log.append_as_leader(&mut two, 0, 2_000).is_err());
+    assert!(log.append_as_leader(&two, 0, 2_000).is_err());
     assert_eq!(log.log_end_offset(), leo);
     let mut two = batch(7, 1, 1, 1, 1_005);
     two.extend(batch(7, 1, 2, 2, 1_005));
-    log.append_as_leader(&mut two, 0, 2_000).unwrap();
+    log.append_as_leader(&two, 0, 2_000).unwrap();
     let e = log.producer_state().get(7).unwrap();
     assert_eq!((e.producer_epoch, e.last_seq()), (1, Some(3)));
     assert_eq!(log.producer_state(), &full_rebuild(&log));
@@ -118,9 +118,9 @@ fn log_append_time_duplicates_report_the_original_append_time() {
         ..config()
     };
     let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
-    log.append_as_leader(&mut batch(3, 0, 0, 2, 5), 0, 42_000)
+    log.append_as_leader(&batch(3, 0, 0, 2, 5), 0, 42_000)
         .unwrap();
-    match log.append_as_leader(&mut batch(3, 0, 0, 2, 5), 0, 43_000) {
+    match log.append_as_leader(&batch(3, 0, 0, 2, 5), 0, 43_000) {
         Err(LogError::DuplicateBatch { timestamp, .. }) => assert_eq!(timestamp, 42_000),
         other => panic!("{other:?}"),
     }
@@ -132,16 +132,18 @@ fn followers_build_the_same_state_and_can_take_over() {
     let mut leader = PartitionLog::open(&d.path().join("l"), config(), 0).unwrap();
     let mut follower = PartitionLog::open(&d.path().join("f"), config(), 0).unwrap();
     for i in 0..20 {
-        let mut b = batch(1 + i % 3, 0, (i / 3) as i32 * 2, 2, 1_000 + i);
-        leader.append_as_leader(&mut b, 0, 1_000).unwrap();
-        follower.append_as_follower(&b).unwrap();
+        let b = batch(1 + i % 3, 0, (i / 3) as i32 * 2, 2, 1_000 + i);
+        let info = leader.append_as_leader(&b, 0, 1_000).unwrap();
+        follower
+            .append_as_follower(&cairn_log::testutil::stored_bytes(&leader, &info))
+            .unwrap();
     }
     assert_eq!(leader.producer_state(), follower.producer_state());
     assert!(follower.num_segments() > 2);
     // The follower becomes leader: a retry of the leader's last batch is a duplicate.
-    let mut retry = batch(2, 0, 12, 2, 1_000);
+    let retry = batch(2, 0, 12, 2, 1_000);
     assert!(matches!(
-        follower.append_as_leader(&mut retry, 1, 2_000),
+        follower.append_as_leader(&retry, 1, 2_000),
         Err(LogError::DuplicateBatch { .. })
     ));
 }
@@ -151,8 +153,8 @@ fn reopen_after_close_and_crash_restores_the_state() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
     for i in 0..40 {
-        let mut b = batch(i % 4, 0, (i / 4) as i32 * 3, 3, i);
-        log.append_as_leader(&mut b, 0, i).unwrap();
+        let b = batch(i % 4, 0, (i / 4) as i32 * 3, 3, i);
+        log.append_as_leader(&b, 0, i).unwrap();
     }
     let expected = log.producer_state().clone();
     assert_eq!(expected, full_rebuild(&log));
@@ -172,8 +174,8 @@ fn reopen_after_close_and_crash_restores_the_state() {
     assert_eq!(log.producer_state(), &expected);
     // Crash after more appends: the snapshot at the last roll plus the recovery scan.
     for i in 40..50 {
-        let mut b = batch(i % 4, 0, (i / 4) as i32 * 3, 3, i);
-        log.append_as_leader(&mut b, 0, i).unwrap();
+        let b = batch(i % 4, 0, (i / 4) as i32 * 3, 3, i);
+        log.append_as_leader(&b, 0, i).unwrap();
     }
     let expected = log.producer_state().clone();
     drop(log);
@@ -193,8 +195,8 @@ fn snapshot_plus_replay_equals_full_rebuild_and_corrupt_snapshots_fall_back() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
     for i in 0..45 {
-        let mut b = batch(i % 5, (i / 20) as i16, ((i % 20) / 5) as i32 * 2, 2, i);
-        log.append_as_leader(&mut b, 0, i).unwrap();
+        let b = batch(i % 5, (i / 20) as i16, ((i % 20) / 5) as i32 * 2, 2, i);
+        log.append_as_leader(&b, 0, i).unwrap();
     }
     let expected = log.producer_state().clone();
     drop(log);
@@ -233,8 +235,8 @@ fn recovery_cutting_below_the_loaded_snapshot_rebuilds_from_an_older_one() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
     for i in 0..22 {
-        let mut b = batch(i % 3, 0, (i / 3) as i32, 1, i);
-        log.append_as_leader(&mut b, 0, i).unwrap();
+        let b = batch(i % 3, 0, (i / 3) as i32, 1, i);
+        log.append_as_leader(&b, 0, i).unwrap();
     }
     log.close().unwrap();
     // The close snapshot sits inside the active segment, at the persisted recovery point.
@@ -243,8 +245,8 @@ fn recovery_cutting_below_the_loaded_snapshot_rebuilds_from_an_older_one() {
     let active_base = *log.segment_base_offsets().last().unwrap();
     assert!(active_base < closed_at);
     for i in 22..24 {
-        let mut b = batch(i % 3, 0, (i / 3) as i32, 1, i);
-        log.append_as_leader(&mut b, 0, i).unwrap();
+        let b = batch(i % 3, 0, (i / 3) as i32, 1, i);
+        log.append_as_leader(&b, 0, i).unwrap();
     }
     drop(log);
     // Damage the active segment's first batch: recovery (from the recovery point's
@@ -264,8 +266,8 @@ fn truncation_rebuilds_exactly_and_drops_later_snapshots() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
     for i in 0..60 {
-        let mut b = batch(i % 2, 0, (i / 2) as i32, 1, i);
-        log.append_as_leader(&mut b, 0, i).unwrap();
+        let b = batch(i % 2, 0, (i / 2) as i32, 1, i);
+        log.append_as_leader(&b, 0, i).unwrap();
     }
     for at in [55, 41, 40, 12, 0] {
         log.truncate_to(at).unwrap();
@@ -274,8 +276,7 @@ fn truncation_rebuilds_exactly_and_drops_later_snapshots() {
     }
     assert!(log.producer_state().is_empty());
     // After truncation the producer restarts where the log ends.
-    log.append_as_leader(&mut batch(0, 0, 0, 1, 0), 0, 0)
-        .unwrap();
+    log.append_as_leader(&batch(0, 0, 0, 1, 0), 0, 0).unwrap();
     log.truncate_fully_and_start_at(100).unwrap();
     assert!(log.producer_state().is_empty());
     assert!(snapshots(d.path()).is_empty());
@@ -290,10 +291,9 @@ fn retention_keeps_producer_state_and_expiry_removes_it() {
         ..config()
     };
     let mut log = PartitionLog::open(d.path(), c.clone(), 0).unwrap();
-    log.append_as_leader(&mut batch(1, 0, 0, 1, 500), 0, 0)
-        .unwrap();
+    log.append_as_leader(&batch(1, 0, 0, 1, 500), 0, 0).unwrap();
     for i in 0..40 {
-        log.append_as_leader(&mut batch(2, 0, i, 1, 1_000 + i as i64), 0, 0)
+        log.append_as_leader(&batch(2, 0, i, 1, 1_000 + i as i64), 0, 0)
             .unwrap();
     }
     log.delete_old_segments(0).unwrap();
@@ -494,8 +494,8 @@ fn run(ops: Vec<Op>) {
                     records: usize|
          -> Expect {
             let expect = model.expect(pid, epoch, seq, records);
-            let mut b = batch(pid, epoch, seq, records, ts);
-            let got = match l.append_as_leader(&mut b, 0, ts) {
+            let b = batch(pid, epoch, seq, records, ts);
+            let got = match l.append_as_leader(&b, 0, ts) {
                 Ok(info) => {
                     model.log.push(MBatch {
                         pid,
@@ -559,8 +559,8 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Plain => {
-                let mut b = cairn_log::testutil::simple_batch(2, 5, ts);
-                let info = l.append_as_leader(&mut b, 0, ts).unwrap();
+                let b = cairn_log::testutil::simple_batch(2, 5, ts);
+                let info = l.append_as_leader(&b, 0, ts).unwrap();
                 model.log.push(MBatch {
                     pid: -1,
                     epoch: -1,

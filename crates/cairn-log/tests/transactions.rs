@@ -59,11 +59,11 @@ fn txn_files(dir: &Path) -> Vec<std::path::PathBuf> {
 fn lso_stops_at_ongoing_and_unreplicated_transactions() {
     let d = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(d.path(), config(), 0).unwrap();
-    log.append_as_leader(&mut cairn_log::testutil::simple_batch(2, 5, 1), 0, 1)
+    log.append_as_leader(&cairn_log::testutil::simple_batch(2, 5, 1), 0, 1)
         .unwrap(); // 0..=1
-    log.append_as_leader(&mut txn_batch(1, 0, 0, &["a"], 2), 0, 2)
+    log.append_as_leader(&txn_batch(1, 0, 0, &["a"], 2), 0, 2)
         .unwrap(); // 2
-    log.append_as_leader(&mut txn_batch(2, 0, 0, &["b"], 3), 0, 3)
+    log.append_as_leader(&txn_batch(2, 0, 0, &["b"], 3), 0, 3)
         .unwrap(); // 3
     assert_eq!(log.first_unstable_offset(4), Some(2));
     assert_eq!(log.last_stable_offset(1), 1, "below the txn: the HW");
@@ -98,13 +98,13 @@ fn lso_stops_at_ongoing_and_unreplicated_transactions() {
     assert_eq!(cairn_log::parse_marker(&last).unwrap(), Some(abort(0)));
 
     // Leader errors through the log.
-    log.append_as_leader(&mut txn_batch(1, 0, 1, &["c"], 6), 0, 6)
+    log.append_as_leader(&txn_batch(1, 0, 1, &["c"], 6), 0, 6)
         .unwrap();
-    let mut plain = BatchBuilder::new(0)
+    let plain = BatchBuilder::new(0)
         .producer(1, 0, 2)
         .record(TestRecord::kv(7, "k", "v"))
         .build();
-    match log.append_as_leader(&mut plain, 0, 7) {
+    match log.append_as_leader(&plain, 0, 7) {
         Err(LogError::Producer(e @ ProducerError::InvalidTxnState { .. })) => {
             assert_eq!(e.kafka_code(), 48)
         }
@@ -125,9 +125,9 @@ fn lso_stops_at_ongoing_and_unreplicated_transactions() {
         ))
     ));
     // Clients may not write control batches.
-    let mut forged = cairn_log::build_marker_batch(1, 1, abort(9), 10);
+    let forged = cairn_log::build_marker_batch(1, 1, abort(9), 10);
     assert!(matches!(
-        log.append_as_leader(&mut forged, 0, 10),
+        log.append_as_leader(&forged, 0, 10),
         Err(LogError::InvalidRecord { .. })
     ));
 }
@@ -143,11 +143,11 @@ fn coordinator_appends_start_transactions_without_sequences() {
             .record(TestRecord::kv(1, "group/topic/0", "offset"))
             .build()
     };
-    log.append_as_coordinator(&mut offsets(1), 0, 1).unwrap();
-    log.append_as_coordinator(&mut offsets(1), 0, 2).unwrap();
+    log.append_as_coordinator(&offsets(1), 0, 1).unwrap();
+    log.append_as_coordinator(&offsets(1), 0, 2).unwrap();
     assert_eq!(log.last_stable_offset(2), 0);
     assert!(matches!(
-        log.append_as_coordinator(&mut offsets(0), 0, 3),
+        log.append_as_coordinator(&offsets(0), 0, 3),
         Err(LogError::Producer(
             ProducerError::InvalidProducerEpoch { .. }
         ))
@@ -167,7 +167,7 @@ fn spread(log: &mut PartitionLog) -> Vec<(i64, i64, i64)> {
         let first = log.log_end_offset();
         for _ in 0..2 {
             let s = seq[pid as usize];
-            log.append_as_leader(&mut txn_batch(pid, 0, s, &["x", "y"], round), 0, round)
+            log.append_as_leader(&txn_batch(pid, 0, s, &["x", "y"], round), 0, round)
                 .unwrap();
             seq[pid as usize] += 2;
         }
@@ -294,7 +294,7 @@ fn recovery_rebuilds_transaction_indexes() {
     spread(&mut log);
     // Leave a transaction open across the crash.
     let s3 = log.producer_state().get(3).unwrap().last_seq().unwrap() + 1;
-    log.append_as_leader(&mut txn_batch(3, 0, s3, &["z"], 50), 0, 50)
+    log.append_as_leader(&txn_batch(3, 0, s3, &["z"], 50), 0, 50)
         .unwrap();
     let before = txn_view(&mut log);
     let state = log.producer_state().clone();
@@ -364,7 +364,7 @@ fn followers_compute_the_same_transaction_state() {
     spread(&mut leader);
     let s2 = leader.producer_state().get(2).unwrap().last_seq().unwrap() + 1;
     leader
-        .append_as_leader(&mut txn_batch(2, 0, s2, &["q"], 99), 0, 99)
+        .append_as_leader(&txn_batch(2, 0, s2, &["q"], 99), 0, 99)
         .unwrap();
     let mut follower = PartitionLog::open(&d.path().join("f"), config(), 0).unwrap();
     // Replicate in chunks of whole batches, as a fetcher would.
@@ -406,18 +406,18 @@ fn compaction_removes_aborted_records_and_keeps_markers() {
     };
     let mut log = PartitionLog::open(d.path(), c, 0).unwrap();
     // Committed value of "k", then an aborted overwrite, then an ongoing one.
-    log.append_as_leader(&mut txn_batch(1, 0, 0, &["k", "a"], 1), 0, 1)
+    log.append_as_leader(&txn_batch(1, 0, 0, &["k", "a"], 1), 0, 1)
         .unwrap(); // 0..=1
     log.append_marker_as_leader(1, 0, commit(0), 0, 2).unwrap(); // 2
-    log.append_as_leader(&mut txn_batch(1, 0, 2, &["k", "b"], 3), 0, 3)
+    log.append_as_leader(&txn_batch(1, 0, 2, &["k", "b"], 3), 0, 3)
         .unwrap(); // 3..=4
     log.roll(4).unwrap();
     log.append_marker_as_leader(1, 0, abort(0), 0, 5).unwrap(); // 5: next segment
     log.roll(5).unwrap();
-    log.append_as_leader(&mut txn_batch(2, 0, 0, &["k"], 6), 0, 6)
+    log.append_as_leader(&txn_batch(2, 0, 0, &["k"], 6), 0, 6)
         .unwrap(); // 6
     log.roll(6).unwrap();
-    log.append_as_leader(&mut cairn_log::testutil::simple_batch(1, 3, 7), 0, 7)
+    log.append_as_leader(&cairn_log::testutil::simple_batch(1, 3, 7), 0, 7)
         .unwrap();
     let hw = log.log_end_offset();
     assert_eq!(log.last_stable_offset(hw), 6);
@@ -576,7 +576,7 @@ fn run_ops(ops: Vec<Op>) {
                     .and_then(|e| e.last_seq())
                     .map_or(0, |l| l + 1);
                 let info = log
-                    .append_as_leader(&mut txn_batch(pid, 0, s, &keys, now), 0, now)
+                    .append_as_leader(&txn_batch(pid, 0, s, &keys, now), 0, now)
                     .unwrap();
                 model.log.push((
                     pid,
@@ -600,7 +600,7 @@ fn run_ops(ops: Vec<Op>) {
             }
             Op::Plain => {
                 let info = log
-                    .append_as_leader(&mut cairn_log::testutil::simple_batch(1, 4, now), 0, now)
+                    .append_as_leader(&cairn_log::testutil::simple_batch(1, 4, now), 0, now)
                     .unwrap();
                 model.log.push((
                     -1,

@@ -4,7 +4,7 @@
 //! registered, a topic created, a partition's leader moved, a config changed), the
 //! [`ClusterState`] that is a pure function of the records applied so far, the
 //! [`controller`] decisions that turn an admin request into records, and the [`quorum`]
-//! (raft-rs; its durable storage on RocksDB behind the cargo feature `rocksdb`) that
+//! (raft-rs, its durable storage on RocksDB) that
 //! orders and replicates them.
 //!
 //! This follows KRaft's shape (KIP-500, KIP-631): every broker answers Metadata,

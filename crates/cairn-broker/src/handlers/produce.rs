@@ -37,7 +37,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cairn_log::{Batches, FlushPolicy, LogError, TimestampType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -286,9 +286,9 @@ fn append(
             ));
         }
     }
-    // The log patches offsets into the batch headers, so it needs its own copy.
-    let mut buf = BytesMut::from(&records[..]);
-    match partition.append_as_leader(&mut buf, now_ms, check_min_insync) {
+    // Written to the segment from the request's own bytes: the log patches offsets into a
+    // copy of each batch header only.
+    match partition.append_as_leader(&records, now_ms, check_min_insync) {
         Ok(LeaderAppend {
             info,
             log_start_offset,

@@ -1,6 +1,6 @@
-//! [`FileStorage`]: a durable [`QuorumStorage`] in one append-only write-ahead file, for
-//! as long as the RocksDB storage (`RocksStorage`, feature `rocksdb`) is not built by
-//! default. The whole state is also held in memory (a [`MemStorage`]): the metadata log is
+//! [`FileStorage`]: a durable [`QuorumStorage`] in one append-only write-ahead file — how
+//! Cairn stored a voter's quorum before `RocksStorage`. Kept to read such a file once and
+//! move it into RocksDB ([`super::open_voter_storage`]); nothing opens it otherwise. The whole state is also held in memory (a [`MemStorage`]): the metadata log is
 //! small and compacted every `snapshot_interval_entries`.
 //!
 //! ## On-disk format (`<dir>/quorum.wal`)

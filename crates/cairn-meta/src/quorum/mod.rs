@@ -1,8 +1,9 @@
 //! # quorum — the metadata Raft group
 //!
 //! Owns consensus on the metadata log: [`QuorumStorage`] (raft-rs's `Storage` plus the
-//! driver's writes: [`FileStorage`], a write-ahead file, durable; `RocksStorage` on
-//! RocksDB behind the cargo feature `rocksdb`; [`MemStorage`] in memory, for tests) and
+//! driver's writes: [`RocksStorage`] on RocksDB, durable, what every voter uses, opened by
+//! [`open_voter_storage`]; [`FileStorage`], the write-ahead file of older Cairns, read
+//! once to move it into RocksDB; [`MemStorage`] in memory, for tests) and
 //! [`QuorumNode`], the synchronous driver core around raft-rs's `RawNode` that the
 //! broker's shell ticks, steps and drains. It owns no socket, thread or clock: time comes
 //! in as [`QuorumNode::tick`] calls, messages come in through [`QuorumNode::step`] and go
@@ -39,7 +40,6 @@
 
 mod file;
 mod node;
-#[cfg(feature = "rocksdb")]
 mod rocks;
 mod storage;
 
@@ -54,8 +54,7 @@ pub use node::{
     Ticket,
 };
 pub use raft::eraftpb::Message as RaftMessage;
-#[cfg(feature = "rocksdb")]
-pub use rocks::RocksStorage;
+pub use rocks::{MIGRATED_WAL, ROCKSDB_DIR, RocksStorage, open_voter_storage};
 pub use storage::{MemStorage, QuorumStorage};
 
 /// Failures of the quorum's storage and log. All of them stop the node: none is retried

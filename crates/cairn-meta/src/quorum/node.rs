@@ -151,14 +151,14 @@ pub struct QuorumNode<S: QuorumStorage> {
     snapshot_interval_entries: u64,
 }
 
-#[cfg(feature = "rocksdb")]
 impl QuorumNode<super::RocksStorage> {
-    /// Opens this voter's RocksDB storage in `dir`; see [`QuorumNode::open_with`].
+    /// Opens this voter's durable storage in the quorum directory `dir` (RocksDB, see
+    /// [`super::open_voter_storage`]); see [`QuorumNode::open_with`].
     pub fn open(
         dir: &std::path::Path,
         config: &QuorumConfig,
     ) -> Result<QuorumNode<super::RocksStorage>, QuorumError> {
-        let storage = super::RocksStorage::open(dir, &config.voters, config.sync_writes)?;
+        let storage = super::open_voter_storage(dir, &config.voters, config.sync_writes)?;
         QuorumNode::open_with(storage, config)
     }
 }

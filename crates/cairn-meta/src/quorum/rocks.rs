@@ -2,9 +2,9 @@
 //! [`raft::Storage`] over RocksDB — the Raft log, the hard and
 //! conf state, and the latest snapshot of one voter.
 //!
-//! Status: compiled only with the cargo feature `rocksdb`, which no build enables yet (the
-//! RocksDB C++ build did not fit the session that wrote this); it has not been compiled
-//! or run. Enabling it is the first step of wiring the quorum into the broker.
+//! Every voter stores its quorum here: [`open_voter_storage`] opens it in
+//! `<data-dir>/__cluster_metadata/quorum/rocksdb/`, first moving in the write-ahead file
+//! (`super::FileStorage`) that Cairn used before.
 //!
 //! ## On-disk format (`<dir>/`, a RocksDB database)
 //! Three column families; integers are big-endian so that RocksDB's byte order is index
@@ -17,8 +17,8 @@
 //! | `state` | `conf_state` | `eraftpb::ConfState` (the voters) |
 //! | `snapshot` | `latest` | CRC-32 (IEEE) of the rest, u32 BE, then `eraftpb::Snapshot` |
 //!
-//! The snapshot's data is a [`ClusterState`](crate::ClusterState) as JSON (see
-//! [`super::node`]). RocksDB checksums its own blocks; the snapshot carries one more CRC
+//! The snapshot's data is a [`ClusterState`](crate::ClusterState) in protobuf (see
+//! [`crate::codec`]). RocksDB checksums its own blocks; the snapshot carries one more CRC
 //! because a wrong snapshot silently replaces all metadata, where a wrong entry fails to
 //! decode.
 //!
@@ -445,6 +445,98 @@ impl QuorumStorage for RocksStorage {
     }
 }
 
+/// Where a voter's RocksDB lives inside its quorum directory.
+pub const ROCKSDB_DIR: &str = "rocksdb";
+/// What the write-ahead file of an older Cairn (`super::FileStorage`) is renamed to once
+/// its contents are in RocksDB; kept so that nothing is deleted behind the operator's back.
+pub const MIGRATED_WAL: &str = "quorum.wal.migrated";
+const WAL: &str = "quorum.wal";
+const MIGRATING_DIR: &str = "rocksdb.migrating";
+
+/// Opens the voter storage of the quorum directory `dir` (RocksDB in `dir/rocksdb`),
+/// first moving into it the write-ahead file `dir/quorum.wal` that Cairn kept before it
+/// stored the quorum in RocksDB.
+///
+/// The move is crash-safe: the copy is built in `dir/rocksdb.migrating` (synced), renamed
+/// to `dir/rocksdb` and the directory synced; only then is `quorum.wal` renamed to
+/// `quorum.wal.migrated`. A crash before the first rename redoes the copy; after it, the
+/// RocksDB copy wins and the file is only renamed. Progress and the copied figures are
+/// logged.
+pub fn open_voter_storage(
+    dir: &Path,
+    voters: &[u64],
+    sync_writes: bool,
+) -> Result<RocksStorage, QuorumError> {
+    let io = |op: &'static str| {
+        move |e: std::io::Error| QuorumError::Storage {
+            dir: dir.to_owned(),
+            op,
+            reason: e.to_string(),
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io("create directory"))?;
+    let rocks_dir = dir.join(ROCKSDB_DIR);
+    let wal = dir.join(WAL);
+    if wal.exists() {
+        if !rocks_dir.exists() {
+            let migrating = dir.join(MIGRATING_DIR);
+            if migrating.exists() {
+                std::fs::remove_dir_all(&migrating)
+                    .map_err(io("remove an interrupted migration"))?;
+            }
+            tracing::info!(
+                "metadata quorum: moving {} into RocksDB at {}",
+                wal.display(),
+                rocks_dir.display()
+            );
+            let (entries, snapshot_index) = copy_file_storage(dir, &migrating, voters)?;
+            std::fs::rename(&migrating, &rocks_dir).map_err(io("rename the migrated database"))?;
+            sync_dir(dir).map_err(io("sync directory"))?;
+            tracing::info!(
+                "metadata quorum: moved snapshot at index {snapshot_index} and {entries} log entries into RocksDB"
+            );
+        }
+        std::fs::rename(&wal, dir.join(MIGRATED_WAL)).map_err(io("rename the migrated file"))?;
+        sync_dir(dir).map_err(io("sync directory"))?;
+    }
+    RocksStorage::open(&rocks_dir, voters, sync_writes)
+}
+
+/// Copies the whole `FileStorage` in `from` into a new RocksDB at `to`, synced. Returns
+/// the number of entries and the snapshot index copied.
+fn copy_file_storage(from: &Path, to: &Path, voters: &[u64]) -> Result<(usize, u64), QuorumError> {
+    use raft::Storage as _;
+    let file = super::FileStorage::open(from, voters, true)?;
+    let raft_error = |e: raft::Error| QuorumError::Corrupt {
+        dir: from.to_owned(),
+        reason: format!("reading the write-ahead file to migrate it: {e}"),
+    };
+    let state = file.initial_state().map_err(raft_error)?;
+    let snapshot = file.latest_snapshot();
+    let (first, last) = (
+        file.first_index().map_err(raft_error)?,
+        file.last_index().map_err(raft_error)?,
+    );
+    let entries = if last >= first {
+        file.entries(first, last + 1, None, GetEntriesContext::empty(false))
+            .map_err(raft_error)?
+    } else {
+        Vec::new()
+    };
+    let rocks = RocksStorage::open(to, voters, true)?;
+    let snapshot_index = snapshot.get_metadata().index;
+    rocks.persist(
+        (snapshot_index > 0).then_some(&snapshot),
+        &entries,
+        Some(&state.hard_state),
+    )?;
+    Ok((entries.len(), snapshot_index))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     let body = snapshot.write_to_bytes().expect("Snapshot encodes");
     let mut value = Vec::with_capacity(4 + body.len());
@@ -670,5 +762,86 @@ mod tests {
             Err(other) => panic!("expected corruption, got {other}"),
             Ok(_) => panic!("expected corruption"),
         }
+    }
+
+    #[test]
+    fn a_write_ahead_file_of_an_older_cairn_moves_into_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hs = HardState::default();
+        hs.term = 4;
+        hs.vote = 2;
+        hs.commit = 7;
+        {
+            let file = super::super::FileStorage::open(dir.path(), &[1, 2, 3], true).unwrap();
+            file.persist(
+                None,
+                &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap();
+            let mut committed = HardState::default();
+            committed.commit = 5;
+            file.persist(None, &[], Some(&committed)).unwrap();
+            file.compact(3, b"state at 3".to_vec()).unwrap();
+            file.persist(
+                None,
+                &(6..=8).map(|i| entry(i, 4)).collect::<Vec<_>>(),
+                Some(&hs),
+            )
+            .unwrap();
+        }
+        let check = |s: &RocksStorage| {
+            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (4, 8));
+            assert_eq!(s.term(3).unwrap(), 1);
+            assert_eq!(s.term(8).unwrap(), 4);
+            let entries = s
+                .entries(4, 9, None::<u64>, GetEntriesContext::empty(false))
+                .unwrap();
+            assert_eq!(
+                entries,
+                (4..=8)
+                    .map(|i| entry(i, if i <= 5 { 1 } else { 4 }))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(s.initial_state().unwrap().hard_state, hs);
+            assert_eq!(&s.latest_snapshot().data[..], b"state at 3");
+            assert_eq!(s.voters(), vec![1, 2, 3]);
+        };
+        check(&open_voter_storage(dir.path(), &[1, 2, 3], true).unwrap());
+        assert!(!dir.path().join(WAL).exists());
+        assert!(dir.path().join(MIGRATED_WAL).exists());
+        // Reopening reads RocksDB only.
+        check(&open_voter_storage(dir.path(), &[1, 2, 3], true).unwrap());
+    }
+
+    #[test]
+    fn an_interrupted_move_is_redone_and_a_finished_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let write_wal = |data: &[u8]| {
+            let file = super::super::FileStorage::open(dir.path(), &[1], true).unwrap();
+            let mut e = entry(1, 1);
+            e.data = data.to_vec().into();
+            file.persist(None, &[e], None).unwrap();
+        };
+        write_wal(b"first");
+        // A crash left half a copy behind: it is thrown away and the copy made again.
+        std::fs::create_dir_all(dir.path().join(MIGRATING_DIR)).unwrap();
+        std::fs::write(dir.path().join(MIGRATING_DIR).join("junk"), b"x").unwrap();
+        let s = open_voter_storage(dir.path(), &[1], true).unwrap();
+        let first = |s: &RocksStorage| {
+            s.entries(1, 2, None::<u64>, GetEntriesContext::empty(false))
+                .unwrap()[0]
+                .data
+                .to_vec()
+        };
+        assert_eq!(first(&s), b"first");
+        drop(s);
+        assert!(!dir.path().join(MIGRATING_DIR).exists());
+        // A crash after the database was renamed but before the file was: the database
+        // wins, the file is only renamed.
+        std::fs::rename(dir.path().join(MIGRATED_WAL), dir.path().join(WAL)).unwrap();
+        let s = open_voter_storage(dir.path(), &[1], true).unwrap();
+        assert_eq!(first(&s), b"first");
+        assert!(!dir.path().join(WAL).exists());
     }
 }

@@ -13,7 +13,7 @@
 //! [`MemStorage`] keeps its "disk" behind a shared handle: dropping a node and opening a
 //! new one on a clone of the same `MemStorage` is a crash and restart that loses nothing
 //! written, which is what the deterministic simulation needs. The RocksDB implementation
-//! (`RocksStorage`, cargo feature `rocksdb`) is the durable one.
+//! (`RocksStorage`) is the durable one.
 
 use std::sync::{Arc, Mutex};
 
