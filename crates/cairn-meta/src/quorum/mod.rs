@@ -55,7 +55,10 @@ pub use node::{
     QuorumNode, QuorumStatus, Ticket, apply_entry, decode_state, encode_state,
 };
 pub use observer::{OBSERVER_FILE, ObserverState};
-pub use raft::eraftpb::Message as RaftMessage;
+pub use raft::eraftpb::{
+    Entry as RaftEntry, EntryType as RaftEntryType, Message as RaftMessage,
+    Snapshot as RaftSnapshot,
+};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksStorage;
 pub use storage::{MemStorage, QuorumStorage};

@@ -466,13 +466,12 @@ pub fn apply_entry(
     } else if entry.data.is_empty() {
         ApplyOutcome::Empty
     } else {
-        let proposal: Proposal = serde_json::from_slice(&entry.data).map_err(|e| {
-            QuorumError::UndecodableEntry {
+        let proposal: Proposal =
+            serde_json::from_slice(&entry.data).map_err(|e| QuorumError::UndecodableEntry {
                 index: entry.index,
                 term: entry.term,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let version = state.applied_records();
         if proposal.base_version == version {
             for record in &proposal.records {

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use raft::eraftpb::Entry;
 
-use super::node::{Applied, Fetched, Output, apply_entry, decode_state, encode_state};
 use super::QuorumError;
+use super::node::{Applied, Fetched, Output, apply_entry, decode_state, encode_state};
 use crate::ClusterState;
 
 /// The observer's state file, in the directory given to [`ObserverState::open`].
@@ -85,12 +85,11 @@ impl ObserverState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(observer),
             Err(e) => return Err(io("read")(e)),
         };
-        let (index, term, payload) = decode_file(&bytes).map_err(|reason| {
-            QuorumError::ObserverCorrupt {
+        let (index, term, payload) =
+            decode_file(&bytes).map_err(|reason| QuorumError::ObserverCorrupt {
                 path: observer.path.clone(),
                 reason,
-            }
-        })?;
+            })?;
         observer.state =
             decode_state(index, payload).map_err(|e| QuorumError::ObserverCorrupt {
                 path: observer.path.clone(),
