@@ -436,7 +436,9 @@ impl Quorum {
         request: proto::FetchRequest,
     ) -> Result<proto::FetchResponse, tonic::Status> {
         match &self.role {
-            Role::Voter { commands } => serve_fetch(commands, &self.published, request).await,
+            Role::Voter { commands } => {
+                serve_fetch(commands, &self.published, request, FETCH_WAIT_MAX_MS).await
+            }
             Role::Observer { .. } => Err(tonic::Status::failed_precondition(
                 "an observer does not serve the metadata log",
             )),
@@ -1017,19 +1019,25 @@ impl RaftService for Service {
         &self,
         request: tonic::Request<proto::FetchRequest>,
     ) -> Result<tonic::Response<proto::FetchResponse>, tonic::Status> {
-        serve_fetch(&self.commands, &self.published, request.into_inner())
-            .await
-            .map(tonic::Response::new)
+        serve_fetch(
+            &self.commands,
+            &self.published,
+            request.into_inner(),
+            FETCH_WAIT_MAX_MS,
+        )
+        .await
+        .map(tonic::Response::new)
     }
 }
 
 /// A voter's answer to an observer's `Fetch`: notes the observer, waits (up to the
-/// request's `max_wait_ms`, at most [`FETCH_WAIT_MAX_MS`]) until something at or past
+/// request's `max_wait_ms`, at most `wait_cap_ms`) until something at or past
 /// `next_index` is applied, then reads the committed entries through the driver.
 async fn serve_fetch(
     commands: &SyncSender<Command>,
     published: &Published,
     request: proto::FetchRequest,
+    wait_cap_ms: u64,
 ) -> Result<proto::FetchResponse, tonic::Status> {
     let voters = published.status.lock().voters.clone();
     if request.node_id == 0 || voters.contains(&request.node_id) {
@@ -1046,7 +1054,7 @@ async fn serve_fetch(
             last_fetch_ms: crate::now_ms().max(0) as u64,
         },
     );
-    let wait = Duration::from_millis(request.max_wait_ms.min(FETCH_WAIT_MAX_MS));
+    let wait = Duration::from_millis(request.max_wait_ms.min(wait_cap_ms));
     let deadline = tokio::time::Instant::now() + wait;
     let mut applied = published.applied.subscribe();
     while *applied.borrow_and_update() < request.next_index {
@@ -1279,5 +1287,134 @@ fn observe(
         status.commit_index = fetched.commit_index.max(observer.applied_index());
         status.applied_index = observer.applied_index();
         status.applied_records = observer.state().applied_records();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_topic(state: &ClusterState, name: &str) -> Proposal {
+        Proposal {
+            base_version: state.applied_records(),
+            records: vec![MetadataRecord::CreateTopic {
+                name: name.into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: vec![],
+                configs: Default::default(),
+            }],
+        }
+    }
+
+    /// A one-voter quorum that leads, started from a blocking thread.
+    async fn leading_voter(dir: &Path) -> Arc<Quorum> {
+        let settings = QuorumSettings {
+            node_id: 1,
+            voters: BTreeMap::new(),
+            controller_listen: None,
+        };
+        let dir = dir.to_owned();
+        let quorum = tokio::task::spawn_blocking(move || Quorum::start(&dir, &settings))
+            .await
+            .unwrap()
+            .unwrap();
+        let quorum = Arc::new(quorum);
+        // Waiting only: a one-voter quorum elects itself at its first Ready.
+        let guard = Instant::now() + Duration::from_secs(60);
+        // Led, with its first (empty) entry of the term applied.
+        while !quorum.is_leader() || quorum.status().applied_index == 0 {
+            assert!(Instant::now() < guard, "the one-voter quorum never led");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        quorum
+    }
+
+    fn commands(quorum: &Quorum) -> SyncSender<Command> {
+        match &quorum.role {
+            Role::Voter { commands } => commands.clone(),
+            Role::Observer { .. } => unreachable!("a voter"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetch_long_polls_until_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let quorum = leading_voter(dir.path()).await;
+        let next_index = quorum.status().applied_index + 1;
+        let before = (*quorum.state()).clone();
+
+        // A poll that could wait an hour: it must return because of the commit.
+        let poll = {
+            let (quorum, commands) = (quorum.clone(), commands(&quorum));
+            tokio::spawn(async move {
+                let request = proto::FetchRequest {
+                    node_id: 7,
+                    next_index,
+                    max_wait_ms: 3_600_000,
+                };
+                serve_fetch(&commands, &quorum.published, request, 3_600_000).await
+            })
+        };
+        // The observer is noted as soon as it asks.
+        let guard = Instant::now() + Duration::from_secs(60);
+        while quorum.status().observers.is_empty() {
+            assert!(Instant::now() < guard, "the fetch never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let observed = &quorum.status().observers[0];
+        assert_eq!(
+            (observed.node_id, observed.fetched_index),
+            (7, next_index - 1)
+        );
+        assert!(!poll.is_finished(), "answered before anything committed");
+
+        let committer = quorum.clone();
+        let submitted = tokio::task::spawn_blocking(move || {
+            let proposal = create_topic(&committer.state(), "polled");
+            committer.submit(proposal, Instant::now() + Duration::from_secs(60))
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(submitted, Submitted::Committed { .. }),
+            "{submitted:?}"
+        );
+        // A generous guard for a hang, far below the hour the poll could wait.
+        let response = tokio::time::timeout(Duration::from_secs(60), poll)
+            .await
+            .expect("the long poll did not return on the commit")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.entries.first().map(|e| e.index), Some(next_index));
+        assert!(response.snapshot.is_none());
+        assert_eq!(response.leader_id, 1);
+        let fetched = fetched_from_proto(response);
+        let mut state = before;
+        let outcome = cairn_meta::quorum::apply_entry(&mut state, &fetched.entries[0]).unwrap();
+        assert!(
+            matches!(outcome, ApplyOutcome::Committed { .. }),
+            "{outcome:?}"
+        );
+        assert!(state.topic("polled").is_some());
+
+        // Nothing new: an empty answer once the (short) wait is over.
+        let request = proto::FetchRequest {
+            node_id: 7,
+            next_index: quorum.status().applied_index + 1,
+            max_wait_ms: 50,
+        };
+        let empty = quorum.fetch_committed(request).await.unwrap();
+        assert!(empty.entries.is_empty() && empty.snapshot.is_none());
+        // Voters do not fetch.
+        let request = proto::FetchRequest {
+            node_id: 1,
+            next_index: 1,
+            max_wait_ms: 0,
+        };
+        assert!(quorum.fetch_committed(request).await.is_err());
+        let quorum = Arc::try_unwrap(quorum).ok().expect("the only handle");
+        tokio::task::spawn_blocking(move || quorum.shutdown())
+            .await
+            .unwrap();
     }
 }
