@@ -83,8 +83,11 @@ pub struct MetadataManager {
     /// one produced.
     propose_lock: Mutex<()>,
     /// A registration not committed yet (an observer that started offline).
-    pending_registration: Mutex<Option<(Registration, Vec<(uuid::Uuid, i32)>)>>,
+    pending_registration: Mutex<Option<PendingRegistration>>,
 }
+
+/// A registration left to retry, with the partitions found lost at start.
+type PendingRegistration = (Registration, Vec<(uuid::Uuid, i32)>);
 
 /// What registering this broker proposes, kept to retry it.
 #[derive(Clone)]
