@@ -6,7 +6,8 @@
 //! to Metadata identical to every voter's, still serving its records. Then the controller
 //! (quorum leader) is SIGKILLed: the observer follows the new leader, which reports it,
 //! and a topic created through the observer afterwards works. `cairn cluster status`
-//! lists the observer with its applied index and lag.
+//! lists the observer with its applied index and lag. A second test restarts the
+//! observer with every voter SIGKILLed: it serves the metadata it persisted.
 //!
 //! Every deadline here is a guard against a hang, never a speed check; the catch-up time
 //! after the restart is printed.
@@ -195,6 +196,17 @@ fn consume(
     partitions: i32,
     expected: usize,
 ) -> BTreeSet<(i32, String)> {
+    let all: Vec<i32> = (0..partitions).collect();
+    consume_partitions(bootstrap, topic, &all, expected)
+}
+
+/// Like [`consume`], for the given partitions only.
+fn consume_partitions(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+    expected: usize,
+) -> BTreeSet<(i32, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "observers-test")
@@ -203,7 +215,7 @@ fn consume(
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
+    for &p in partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
@@ -390,4 +402,71 @@ async fn an_observer_broker_follows_the_metadata_log() {
         json.contains(&format!(r#""observers":[{{"id":{OBSERVER_ID},"#)),
         "{json}"
     );
+}
+
+/// With every voter gone, a restarted observer starts from its persisted metadata (after
+/// waiting for a registration that cannot commit) and serves it: the same Metadata as
+/// before the voters died, and answers for the partitions it leads (their high
+/// watermark is learnt again from followers' fetches, so with the other replicas gone it
+/// is not above what was produced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_observer_serves_its_persisted_metadata_without_voters() {
+    let mut nodes = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let observer = nodes[OBSERVER].bootstrap();
+    let topic = "kept";
+    create_topic(&nodes[OBSERVER], topic, 4, 2).await;
+    tokio::task::block_in_place(|| wait_metadata_identical(&nodes, "created"));
+    let written = produce(&observer, topic, 4, 5).await;
+
+    for voter in &mut nodes[..OBSERVER] {
+        voter.kill9();
+    }
+    // Nothing can commit any more: this is the metadata the observer holds.
+    let before = tokio::task::block_in_place(|| metadata(&nodes[OBSERVER])).expect("metadata");
+    nodes[OBSERVER].kill9();
+    tokio::task::block_in_place(|| nodes[OBSERVER].start_again());
+    let after = tokio::task::block_in_place(|| {
+        harness::wait_for("the restarted observer to answer Metadata", GUARD, || {
+            metadata(&nodes[OBSERVER])
+        })
+    });
+    assert_eq!(after, before);
+    assert!(
+        nodes[OBSERVER]
+            .log()
+            .contains("serving with the metadata persisted here"),
+        "{}",
+        nodes[OBSERVER].log()
+    );
+    let led: Vec<i32> = after.0[topic]
+        .iter()
+        .filter(|(_, (leader, _, _))| *leader == OBSERVER_ID)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        !led.is_empty(),
+        "broker {OBSERVER_ID} leads none of {:?}",
+        after.0[topic]
+    );
+    // It answers for the partitions it leads (their offsets).
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &observer)
+        .create()
+        .expect("consumer");
+    for p in &led {
+        let (low, high) = tokio::task::block_in_place(|| {
+            harness::wait_for(
+                &format!("watermarks of {topic}-{p} from the restarted observer"),
+                GUARD,
+                || {
+                    consumer
+                        .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                        .ok()
+                },
+            )
+        });
+        let produced = written.iter().filter(|(q, _)| q == p).count();
+        eprintln!("{topic}-{p}: watermarks ({low}, {high}), {produced} records produced");
+        assert!(low == 0 && high >= 0 && high as usize <= produced);
+    }
 }
