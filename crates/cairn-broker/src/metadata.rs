@@ -6,12 +6,21 @@
 //! state's version, and [`MetadataManager::propose`] returns once they are committed by a
 //! majority of voters and applied locally. A single node is a one-voter quorum; with
 //! `--voters`, a node that does not lead forwards its proposal to the leader (the active
-//! controller) over gRPC.
+//! controller) over gRPC. An observer (a node outside `--voters`) forwards every proposal.
+//!
+//! ## Registration
+//! Every start registers this broker with a new incarnation and waits for it (up to
+//! [`STARTUP_TIMEOUT_MS`]). An observer that restarts with metadata it persisted waits
+//! only [`OBSERVER_OFFLINE_START_MS`]: if no voter registered it by then it starts
+//! serving with that metadata, and [`MetadataManager::finish_registration`] is retried in
+//! the background until a leader commits the registration.
 //!
 //! ## Files (`<data_dir>/__cluster_metadata/`)
 //! - `quorum/rocksdb/`: the voter's Raft log, hard state and snapshots (see
 //!   `cairn_meta::quorum::RocksStorage`). A `quorum/quorum.wal` of an earlier version is
 //!   moved into it on start and kept as `quorum.wal.migrated`.
+//! - `observer.snapshot`: an observer's applied state (see
+//!   `cairn_meta::quorum::ObserverState`), replaced atomically after every applied batch.
 //! - `metadata.log`: the single-node log of earlier versions. On the first start of a
 //!   one-voter quorum its records are imported as the first entry, and the file is renamed
 //!   to `metadata.log.imported` (kept as a backup, never read again).
@@ -37,8 +46,11 @@ pub const PROPOSE_TIMEOUT_MS: u64 = 15_000;
 pub const STARTUP_TIMEOUT_MS: u64 = 120_000;
 /// Pause before asking again when no leader is known yet.
 const NO_LEADER_RETRY_MS: u64 = 20;
+/// How long a restarted observer that holds persisted metadata waits for its
+/// registration before it serves with that metadata anyway (no voter reachable).
+pub const OBSERVER_OFFLINE_START_MS: u64 = 10_000;
 /// Name of the quorum's directory under the metadata directory.
-pub const QUORUM_DIR: &str = "quorum";
+pub use crate::quorum::QUORUM_DIR;
 const LEGACY_LOG: &str = "metadata.log";
 const LEGACY_LOG_IMPORTED: &str = "metadata.log.imported";
 
@@ -71,6 +83,21 @@ pub struct MetadataManager {
     /// Serialises this node's proposals so that each decides on the state the previous
     /// one produced.
     propose_lock: Mutex<()>,
+    /// A registration not committed yet (an observer that started offline).
+    pending_registration: Mutex<Option<PendingRegistration>>,
+}
+
+/// A registration left to retry, with the partitions found lost at start.
+type PendingRegistration = (Registration, Vec<(uuid::Uuid, i32)>);
+
+/// What registering this broker proposes, kept to retry it.
+#[derive(Clone)]
+struct Registration {
+    node_id: i32,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+    incarnation: uuid::Uuid,
 }
 
 impl MetadataManager {
@@ -104,52 +131,109 @@ impl MetadataManager {
     ) -> Result<MetadataManager, MetadataError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| MetadataError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let quorum_dir = dir.join(QUORUM_DIR);
-        let fresh = !quorum_dir.exists();
-        let quorum = Quorum::start(&quorum_dir, settings)?;
+        let fresh = !dir.join(QUORUM_DIR).exists();
+        let quorum = Quorum::start(dir, settings)?;
         let manager = MetadataManager {
             quorum,
             propose_lock: Mutex::new(()),
+            pending_registration: Mutex::new(None),
         };
         let deadline = Instant::now() + Duration::from_millis(STARTUP_TIMEOUT_MS);
         let legacy = dir.join(LEGACY_LOG);
-        if fresh && settings.voters.len() <= 1 && legacy.exists() {
+        if fresh && !settings.is_observer() && settings.voters.len() <= 1 && legacy.exists() {
             manager.import_legacy_log(dir, deadline)?;
         }
-        let host = host.to_owned();
-        let mut cluster_id = None;
-        // A new incarnation on every start: the controller then moves leaderships away
-        // from (or, where it is the only in-sync replica, bumps the epoch of) partitions
-        // this broker led, since it may have lost records it had not fsynced.
-        let incarnation = uuid::Uuid::new_v4();
-        manager
-            .commit(deadline, &mut |state: &ClusterState| {
-                let mut records = Vec::new();
-                if state.cluster_id().is_none() {
-                    records.push(MetadataRecord::InitCluster {
-                        cluster_id: cluster_id.get_or_insert_with(new_cluster_id).clone(),
-                    });
-                }
-                let lost = lost(state);
-                if !lost.is_empty() {
-                    tracing::warn!(partitions = ?lost, "logs of partitions this broker replicates are missing; reporting them lost so that it re-replicates them before it can lead them");
-                }
-                match cairn_meta::controller::register_broker_with_lost(
-                    state,
-                    node_id,
-                    &host,
-                    port,
-                    rack.clone(),
-                    incarnation,
-                    &lost,
-                ) {
-                    Ok(registration) => records.extend(registration),
-                    Err(e) => return Some(Err(e)),
-                }
-                Some(Ok(records))
-            })?
-            .map_err(|e| MetadataError::Io(format!("registering this broker: {e}")))?;
+        let registration = Registration {
+            node_id,
+            host: host.to_owned(),
+            port,
+            rack,
+            // A new incarnation on every start: the controller then moves leaderships
+            // away from (or, where it is the only in-sync replica, bumps the epoch of)
+            // partitions this broker led, since it may have lost records it had not
+            // fsynced.
+            incarnation: uuid::Uuid::new_v4(),
+        };
+        let offline_start =
+            manager.quorum.is_observer() && manager.quorum.status().applied_index > 0;
+        if !offline_start {
+            manager.register(&registration, lost, deadline)?;
+            return Ok(manager);
+        }
+        // An observer with persisted metadata: serve with it if no voter answers soon.
+        let lost_now = lost(&manager.state());
+        let deadline = Instant::now() + Duration::from_millis(OBSERVER_OFFLINE_START_MS);
+        let lost_at_start = lost_now.clone();
+        match manager.register(&registration, &|_| lost_at_start.clone(), deadline) {
+            Ok(()) => {}
+            Err(MetadataError::Timeout { reason, .. }) => {
+                tracing::warn!(
+                    applied_index = manager.quorum.status().applied_index,
+                    "metadata observer: not registered within {OBSERVER_OFFLINE_START_MS} ms ({reason}); \
+                     serving with the metadata persisted here and registering in the background"
+                );
+                *manager.pending_registration.lock() = Some((registration, lost_now));
+            }
+            Err(e) => return Err(e),
+        }
         Ok(manager)
+    }
+
+    /// Registers this broker (and names the cluster on its first start).
+    fn register(
+        &self,
+        r: &Registration,
+        lost: &dyn Fn(&ClusterState) -> Vec<(uuid::Uuid, i32)>,
+        deadline: Instant,
+    ) -> Result<(), MetadataError> {
+        let mut cluster_id = None;
+        self.commit(deadline, &mut |state: &ClusterState| {
+            let mut records = Vec::new();
+            if state.cluster_id().is_none() {
+                records.push(MetadataRecord::InitCluster {
+                    cluster_id: cluster_id.get_or_insert_with(new_cluster_id).clone(),
+                });
+            }
+            let lost = lost(state);
+            if !lost.is_empty() {
+                tracing::warn!(partitions = ?lost, "logs of partitions this broker replicates are missing; reporting them lost so that it re-replicates them before it can lead them");
+            }
+            match cairn_meta::controller::register_broker_with_lost(
+                state,
+                r.node_id,
+                &r.host,
+                r.port,
+                r.rack.clone(),
+                r.incarnation,
+                &lost,
+            ) {
+                Ok(registration) => records.extend(registration),
+                Err(e) => return Some(Err(e)),
+            }
+            Some(Ok(records))
+        })?
+        .map_err(|e| MetadataError::Io(format!("registering this broker: {e}")))?;
+        Ok(())
+    }
+
+    /// Whether this broker still has to register (an observer that started offline).
+    pub fn registration_pending(&self) -> bool {
+        self.pending_registration.lock().is_some()
+    }
+
+    /// Tries, for up to [`PROPOSE_TIMEOUT_MS`], to commit a registration left pending at
+    /// start; `Ok(())` once none is pending. Blocking.
+    pub fn finish_registration(&self) -> Result<(), MetadataError> {
+        let Some((registration, lost)) = self.pending_registration.lock().clone() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        // Lost partitions as judged at start, before the partition logs were opened (a
+        // retry of an incarnation that did commit ignores them).
+        self.register(&registration, &|_| lost.clone(), deadline)?;
+        tracing::info!("metadata observer: registered with the controller");
+        *self.pending_registration.lock() = None;
+        Ok(())
     }
 
     /// Commits the records of the earlier single-node `metadata.log` as the quorum's first

@@ -1,5 +1,7 @@
-//! [`Quorum`]: the shell that runs this node's metadata-quorum voter
-//! ([`cairn_meta::quorum::QuorumNode`]) and carries its messages between processes.
+//! [`Quorum`]: the shell that runs this node's part in the metadata quorum — a voter
+//! ([`cairn_meta::quorum::QuorumNode`]) or an observer
+//! ([`cairn_meta::quorum::ObserverState`]) — and carries its messages between processes.
+//! The rest of the broker sees one API whatever the role.
 //!
 //! ## Threads and tasks
 //! - One driver thread (`cairn-quorum`) owns the [`QuorumNode`]: it ticks it every
@@ -12,6 +14,18 @@
 //!   messages and forwarded proposals (`RaftService.Propose`).
 //! - A single node (no `--voters`) is a one-voter quorum: same driver, no server, no port.
 //!
+//! ## Observers (a `--node-id` outside `--voters`, KRaft's observers)
+//! No Raft node and no controller listener: one thread (`cairn-observer`) fetches the
+//! committed log from the voters (`RaftService.Fetch`, long-polling up to
+//! [`OBSERVER_FETCH_WAIT_MS`]), preferring the leader named in the answers and moving to
+//! the next voter on an error, applies it with the voters' own rule and persists it
+//! (`<data-dir>/__cluster_metadata/observer.snapshot`, see `ObserverState`), then
+//! publishes it exactly as the voter's driver does. Proposals are forwarded to the leader;
+//! with no leader known they are answered `NotLeader` and retried by the caller. Voters
+//! answer `Fetch` through their driver ([`QuorumNode::fetch`]: applied, hence committed,
+//! entries only) and remember who fetched ([`ObserverStatus`]) for `Status` and
+//! DescribeQuorum.
+//!
 //! ## Proposals
 //! [`Quorum::submit`] hands a [`Proposal`] to the leader — the local driver, or the leader
 //! over gRPC — and waits for its outcome: committed (with the new state version), stale
@@ -20,7 +34,10 @@
 //!
 //! ## What survives a crash
 //! Whatever the voter's storage holds (`cairn_meta::quorum::RocksStorage`: every Raft
-//! `Ready` is one synced RocksDB write batch); this shell keeps no state of its own. A proposal whose caller gave up may still commit.
+//! `Ready` is one synced RocksDB write batch), or an observer's state file (written
+//! atomically and fdatasynced after every applied batch); this shell keeps no state of its
+//! own (the observers a voter saw are forgotten). A proposal whose caller gave up may still
+//! commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -31,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use cairn_meta::ClusterState;
 use cairn_meta::quorum::{
-    ApplyOutcome, Proposal, QuorumConfig, QuorumError, QuorumNode, QuorumStatus, RaftMessage,
-    RocksStorage, Ticket, decode_message, encode_message,
+    ApplyOutcome, Fetched, ObserverState, ObserverStatus, Proposal, QuorumConfig, QuorumError,
+    QuorumNode, QuorumStatus, RaftMessage, RocksStorage, Ticket, decode_message, encode_message,
 };
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -63,6 +80,20 @@ pub const PEER_CALL_TIMEOUT_MS: u64 = 2_000;
 /// slack, or a snapshot of a large cluster's metadata.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Longest `Fetch` long poll a voter grants.
+pub const FETCH_WAIT_MAX_MS: u64 = 10_000;
+/// How long an observer's `Fetch` waits for a commit: a long poll answered at once when
+/// something commits, so this bounds only how long a silent voter holds the observer.
+pub const OBSERVER_FETCH_WAIT_MS: u64 = 2_000;
+/// Bytes of entries in one `Fetch` answer (at least one entry is always sent).
+pub const FETCH_BYTES_MAX: u64 = 1024 * 1024;
+/// Pause before an observer asks the next voter after a failed fetch.
+pub const OBSERVER_RETRY_MS: u64 = 100;
+/// How long a voter keeps reporting an observer that stopped fetching from it.
+pub const OBSERVER_FORGET_MS: u64 = 300_000;
+/// The voter's storage directory, under the metadata directory.
+pub const QUORUM_DIR: &str = "quorum";
+
 /// Where this node sits in the quorum.
 #[derive(Debug, Clone)]
 pub struct QuorumSettings {
@@ -70,8 +101,17 @@ pub struct QuorumSettings {
     /// Every voter's id and `host:port` of its controller listener, this node's included.
     /// Empty means a one-voter quorum of this node alone.
     pub voters: BTreeMap<u64, String>,
-    /// Where to serve `RaftService` (required when there are other voters).
+    /// Where to serve `RaftService` (required when there are other voters; not used by
+    /// an observer).
     pub controller_listen: Option<SocketAddr>,
+}
+
+impl QuorumSettings {
+    /// Whether this node follows the log as an observer: voters are named and it is not
+    /// one of them.
+    pub fn is_observer(&self) -> bool {
+        !self.voters.is_empty() && !self.voters.contains_key(&self.node_id)
+    }
 }
 
 impl QuorumSettings {
@@ -107,8 +147,16 @@ type Reply = Box<dyn FnOnce(Submitted) + Send>;
 
 enum Command {
     Step(RaftMessage),
-    Propose { proposal: Proposal, reply: Reply },
+    Propose {
+        proposal: Proposal,
+        reply: Reply,
+    },
     Unreachable(u64),
+    /// An observer's fetch from `next_index` (answered at once).
+    Fetch {
+        next_index: u64,
+        reply: oneshot::Sender<Result<Fetched, String>>,
+    },
     Shutdown,
 }
 
@@ -122,6 +170,46 @@ struct Published {
     /// Broker heartbeats received while this node leads: broker id → (when, whether the
     /// broker is shutting down). Read by the controller duties.
     heartbeats: Mutex<HashMap<i32, Heartbeat>>,
+    /// The applied index, watched by `Fetch` long polls.
+    applied: tokio::sync::watch::Sender<u64>,
+    /// Observers that fetched from this voter, by node id.
+    observers: Mutex<BTreeMap<u64, ObserverStatus>>,
+}
+
+impl Published {
+    fn new(state: ClusterState, status: QuorumStatus) -> Published {
+        let applied = status.applied_index;
+        Published {
+            state: Mutex::new(Arc::new(state)),
+            changed: Condvar::new(),
+            status: Mutex::new(status),
+            fatal: Mutex::new(None),
+            heartbeats: Mutex::new(HashMap::new()),
+            applied: tokio::sync::watch::channel(applied).0,
+            observers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The status with the observers seen recently (older ones are forgotten).
+    fn status(&self) -> QuorumStatus {
+        let mut status = self.status.lock().clone();
+        let forget_before = crate::now_ms().saturating_sub(OBSERVER_FORGET_MS as i64) as u64;
+        let mut observers = self.observers.lock();
+        observers.retain(|_, o| o.last_fetch_ms >= forget_before);
+        status.observers = observers.values().cloned().collect();
+        status
+    }
+
+    /// Publishes a new applied state (waking `wait_for_version` and `Fetch` waiters).
+    fn publish_state(&self, state: ClusterState, applied_index: u64) {
+        *self.state.lock() = Arc::new(state);
+        self.changed.notify_all();
+        self.applied.send_if_modified(|a| {
+            let changed = *a != applied_index;
+            *a = applied_index;
+            changed
+        });
+    }
 }
 
 /// The latest heartbeat of a broker, as the active controller received it.
@@ -132,22 +220,39 @@ pub struct Heartbeat {
     pub incarnation: uuid::Uuid,
 }
 
-/// A running voter and its transport.
+/// This node's part in the quorum, voter or observer, and its transport.
 pub struct Quorum {
     node_id: u64,
-    commands: SyncSender<Command>,
+    role: Role,
     published: Arc<Published>,
+    /// The other voters (every voter, for an observer).
     peers: BTreeMap<u64, String>,
     runtime: Option<tokio::runtime::Handle>,
     clients: Mutex<HashMap<u64, RaftServiceClient<tonic::transport::Channel>>>,
     server_shutdown: Mutex<Option<oneshot::Sender<()>>>,
-    driver: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The driver thread (voter) or the fetch thread (observer).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+enum Role {
+    /// The driver thread owns the Raft node and takes these commands.
+    Voter { commands: SyncSender<Command> },
+    /// The observer thread stops when this is set.
+    Observer {
+        stop: tokio::sync::watch::Sender<bool>,
+    },
 }
 
 impl Quorum {
-    /// Opens the voter's storage in `dir`, starts its driver thread and, when there are
-    /// peers, its gRPC server and senders (on the current tokio runtime).
+    /// Starts this node's part in the quorum, with its files under the metadata
+    /// directory `dir`. A voter opens its storage (`dir/quorum/`), starts its driver
+    /// thread and, when there are peers, its gRPC server and senders (on the current
+    /// tokio runtime). An observer loads its state file (`dir/observer.snapshot`) and
+    /// starts fetching from the voters.
     pub fn start(dir: &Path, settings: &QuorumSettings) -> Result<Quorum, QuorumStartError> {
+        if settings.is_observer() {
+            return Quorum::start_observer(dir, settings);
+        }
         let mut voters: Vec<u64> = settings.voters.keys().copied().collect();
         if voters.is_empty() {
             voters.push(settings.node_id);
@@ -165,14 +270,8 @@ impl Quorum {
             .map(|(id, addr)| (*id, addr.clone()))
             .collect();
         let config = QuorumConfig::new(settings.node_id, voters);
-        let node = QuorumNode::open(dir, &config)?;
-        let published = Arc::new(Published {
-            state: Mutex::new(Arc::new(node.state().clone())),
-            changed: Condvar::new(),
-            status: Mutex::new(node.status()),
-            fatal: Mutex::new(None),
-            heartbeats: Mutex::new(HashMap::new()),
-        });
+        let node = QuorumNode::open(&dir.join(QUORUM_DIR), &config)?;
+        let published = Arc::new(Published::new(node.state().clone(), node.status()));
         let (commands, command_rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE_MAX);
 
         let mut runtime = None;
@@ -242,14 +341,110 @@ impl Quorum {
             .collect();
         Ok(Quorum {
             node_id: settings.node_id,
-            commands,
+            role: Role::Voter { commands },
             published,
             peers,
             runtime,
             clients: Mutex::new(clients),
             server_shutdown: Mutex::new(server_shutdown),
-            driver: Mutex::new(Some(driver)),
+            thread: Mutex::new(Some(driver)),
         })
+    }
+
+    /// Starts an observer: loads its persisted state (published at once, so a restarted
+    /// observer serves with it while no voter answers) and its fetch thread.
+    fn start_observer(dir: &Path, settings: &QuorumSettings) -> Result<Quorum, QuorumStartError> {
+        let voters: Vec<u64> = settings.voters.keys().copied().collect();
+        let voter_dir = dir.join(QUORUM_DIR);
+        if voter_dir.join(cairn_meta::quorum::ROCKSDB_DIR).exists()
+            || voter_dir.join("quorum.wal").exists()
+        {
+            return Err(QuorumStartError::Config(format!(
+                "{} holds the Raft log of a voter, but node {} is not among the voters {voters:?}; \
+                 changing the voters of an existing quorum is not supported (restore --voters, \
+                 or move that directory away to run this node as an observer)",
+                dir.join(QUORUM_DIR).display(),
+                settings.node_id
+            )));
+        }
+        if settings.controller_listen.is_some() {
+            tracing::warn!(
+                node_id = settings.node_id,
+                "metadata quorum: this node is an observer (not among the voters); it does not use its controller listener"
+            );
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            QuorumStartError::Config("a metadata observer needs a tokio runtime".into())
+        })?;
+        let observer = ObserverState::open(dir, true)?;
+        let status = QuorumStatus {
+            node_id: settings.node_id,
+            voters: voters.clone(),
+            leader_id: None,
+            term: observer.applied_term(),
+            is_leader: false,
+            commit_index: observer.applied_index(),
+            applied_index: observer.applied_index(),
+            applied_records: observer.state().applied_records(),
+            observers: Vec::new(),
+        };
+        tracing::info!(
+            node_id = settings.node_id,
+            ?voters,
+            applied_index = observer.applied_index(),
+            "metadata quorum: starting as an observer"
+        );
+        let published = Arc::new(Published::new(observer.state().clone(), status));
+        let peers = settings.voters.clone();
+        let clients: HashMap<u64, _> = peers
+            .iter()
+            .filter_map(|(&id, addr)| Some((id, client(addr, &handle)?)))
+            .collect();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let thread = {
+            let published = published.clone();
+            let clients = clients.clone();
+            let handle = handle.clone();
+            let node_id = settings.node_id;
+            std::thread::Builder::new()
+                .name("cairn-observer".into())
+                .spawn(move || observe(node_id, observer, clients, handle, published, stop_rx))
+                .map_err(|e| {
+                    QuorumStartError::Config(format!("cannot start the observer thread: {e}"))
+                })?
+        };
+        Ok(Quorum {
+            node_id: settings.node_id,
+            role: Role::Observer { stop },
+            published,
+            peers,
+            runtime: Some(handle),
+            clients: Mutex::new(clients),
+            server_shutdown: Mutex::new(None),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Whether this node is an observer (outside the voters).
+    pub fn is_observer(&self) -> bool {
+        matches!(self.role, Role::Observer { .. })
+    }
+
+    /// Answers an observer's fetch as `RaftService.Fetch` does (a voter only): committed
+    /// entries from `next_index`, waiting up to `max_wait` for a commit when there are
+    /// none yet.
+    pub async fn fetch_committed(
+        &self,
+        request: proto::FetchRequest,
+    ) -> Result<proto::FetchResponse, tonic::Status> {
+        match &self.role {
+            Role::Voter { commands } => {
+                serve_fetch(commands, &self.published, request, FETCH_WAIT_MAX_MS).await
+            }
+            Role::Observer { .. } => Err(tonic::Status::failed_precondition(
+                "an observer does not serve the metadata log",
+            )),
+        }
     }
 
     /// The latest applied state.
@@ -257,9 +452,9 @@ impl Quorum {
         self.published.state.lock().clone()
     }
 
-    /// This node's view of the quorum.
+    /// This node's view of the quorum, with the observers that fetched from it.
     pub fn status(&self) -> QuorumStatus {
-        self.published.status.lock().clone()
+        self.published.status()
     }
 
     /// Whether this node is the quorum leader, i.e. the active controller.
@@ -357,11 +552,12 @@ impl Quorum {
             return Submitted::TimedOut;
         }
         let status = self.status();
-        match status.leader_id {
-            Some(leader) if leader != self.node_id && self.peers.contains_key(&leader) => {
+        match (status.leader_id, &self.role) {
+            (Some(leader), _) if leader != self.node_id && self.peers.contains_key(&leader) => {
                 self.forward(leader, proposal, deadline)
             }
-            _ => self.submit_local(proposal, deadline),
+            (_, Role::Voter { commands }) => self.submit_local(commands, proposal, deadline),
+            (leader_id, Role::Observer { .. }) => Submitted::NotLeader { leader_id },
         }
     }
 
@@ -384,16 +580,17 @@ impl Quorum {
         Some(status.into_inner().applied_records)
     }
 
-    fn submit_local(&self, proposal: Proposal, deadline: Instant) -> Submitted {
+    fn submit_local(
+        &self,
+        commands: &SyncSender<Command>,
+        proposal: Proposal,
+        deadline: Instant,
+    ) -> Submitted {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let reply: Reply = Box::new(move |submitted| {
             let _ = tx.send(submitted);
         });
-        if self
-            .commands
-            .send(Command::Propose { proposal, reply })
-            .is_err()
-        {
+        if commands.send(Command::Propose { proposal, reply }).is_err() {
             return Submitted::TimedOut;
         }
         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -429,20 +626,28 @@ impl Quorum {
         }
     }
 
-    /// Stops the gRPC server and the driver thread, which closes the storage. Idempotent.
+    /// Stops the gRPC server and the driver thread, which closes the storage (or the
+    /// observer's fetch thread). Idempotent.
     pub fn shutdown(&self) {
         if let Some(tx) = self.server_shutdown.lock().take() {
             let _ = tx.send(());
         }
-        if let Some(driver) = self.driver.lock().take() {
-            let _ = self.commands.send(Command::Shutdown);
-            let _ = driver.join();
+        if let Some(thread) = self.thread.lock().take() {
+            match &self.role {
+                Role::Voter { commands } => {
+                    let _ = commands.send(Command::Shutdown);
+                }
+                Role::Observer { stop } => {
+                    let _ = stop.send(true);
+                }
+            }
+            let _ = thread.join();
         }
     }
 
-    /// Every other voter's view of the quorum, asked over `RaftService.Status` at once,
-    /// by voter id; `None` for a voter that did not answer within `timeout`. Empty for a
-    /// one-voter quorum.
+    /// Every other voter's view of the quorum (every voter's, on an observer), asked over
+    /// `RaftService.Status` at once, by voter id; `None` for a voter that did not answer
+    /// within `timeout`. Empty for a one-voter quorum.
     pub async fn peer_statuses(&self, timeout: Duration) -> Vec<(u64, Option<QuorumStatus>)> {
         let clients: Vec<_> = {
             let clients = self.clients.lock();
@@ -460,16 +665,7 @@ impl Quorum {
                     .ok()?
                     .ok()?
                     .into_inner();
-                Some(QuorumStatus {
-                    node_id: response.node_id,
-                    voters: response.voters,
-                    leader_id: (response.leader_id != 0).then_some(response.leader_id),
-                    term: response.term,
-                    is_leader: response.leader_id != 0 && response.leader_id == response.node_id,
-                    commit_index: response.commit_index,
-                    applied_index: response.applied_index,
-                    applied_records: response.applied_records,
-                })
+                Some(status_from_proto(response))
             };
             (id, ask.await)
         });
@@ -594,6 +790,12 @@ fn drive(
                     node.step(message);
                 }
                 Command::Unreachable(peer) => node.report_unreachable(peer),
+                Command::Fetch { next_index, reply } => {
+                    let _ = reply.send(
+                        node.fetch(next_index, FETCH_BYTES_MAX)
+                            .map_err(|e| e.to_string()),
+                    );
+                }
                 Command::Shutdown => return,
                 Command::Propose { proposal, reply } => match node.propose(&proposal) {
                     Ok(ticket) => {
@@ -667,6 +869,13 @@ fn drive(
             published.changed.notify_all();
         }
         *published.status.lock() = node.status();
+        // Entries applied, even stale or empty ones, are news for fetching observers.
+        let applied_index = node.applied_index();
+        published.applied.send_if_modified(|a| {
+            let changed = *a != applied_index;
+            *a = applied_index;
+            changed
+        });
     }
 }
 
@@ -803,15 +1012,411 @@ impl RaftService for Service {
         &self,
         _request: tonic::Request<proto::StatusRequest>,
     ) -> Result<tonic::Response<proto::StatusResponse>, tonic::Status> {
-        let s = self.published.status.lock().clone();
-        Ok(tonic::Response::new(proto::StatusResponse {
-            node_id: s.node_id,
-            voters: s.voters,
-            leader_id: s.leader_id.unwrap_or(0),
-            term: s.term,
-            commit_index: s.commit_index,
-            applied_index: s.applied_index,
-            applied_records: s.applied_records,
-        }))
+        Ok(tonic::Response::new(status_to_proto(
+            self.published.status(),
+        )))
+    }
+
+    async fn fetch(
+        &self,
+        request: tonic::Request<proto::FetchRequest>,
+    ) -> Result<tonic::Response<proto::FetchResponse>, tonic::Status> {
+        serve_fetch(
+            &self.commands,
+            &self.published,
+            request.into_inner(),
+            FETCH_WAIT_MAX_MS,
+        )
+        .await
+        .map(tonic::Response::new)
+    }
+}
+
+/// A voter's answer to an observer's `Fetch`: notes the observer, waits (up to the
+/// request's `max_wait_ms`, at most `wait_cap_ms`) until something at or past
+/// `next_index` is applied, then reads the committed entries through the driver.
+async fn serve_fetch(
+    commands: &SyncSender<Command>,
+    published: &Published,
+    request: proto::FetchRequest,
+    wait_cap_ms: u64,
+) -> Result<proto::FetchResponse, tonic::Status> {
+    let voters = published.status.lock().voters.clone();
+    if request.node_id == 0 || voters.contains(&request.node_id) {
+        return Err(tonic::Status::invalid_argument(format!(
+            "node {} is a voter or invalid; only observers fetch",
+            request.node_id
+        )));
+    }
+    published.observers.lock().insert(
+        request.node_id,
+        ObserverStatus {
+            node_id: request.node_id,
+            fetched_index: request.next_index.saturating_sub(1),
+            last_fetch_ms: crate::now_ms().max(0) as u64,
+        },
+    );
+    let wait = Duration::from_millis(request.max_wait_ms.min(wait_cap_ms));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut applied = published.applied.subscribe();
+    while *applied.borrow_and_update() < request.next_index {
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    let fetch = Command::Fetch {
+        next_index: request.next_index,
+        reply: tx,
+    };
+    if commands.try_send(fetch).is_err() {
+        return Err(tonic::Status::unavailable(
+            "metadata quorum busy or stopped; fetch again",
+        ));
+    }
+    let fetched = rx
+        .await
+        .map_err(|_| tonic::Status::unavailable("metadata quorum stopped"))?
+        .map_err(tonic::Status::internal)?;
+    Ok(fetched_to_proto(fetched))
+}
+
+fn fetched_to_proto(fetched: Fetched) -> proto::FetchResponse {
+    proto::FetchResponse {
+        leader_id: fetched.leader_id.unwrap_or(0),
+        term: fetched.term,
+        commit_index: fetched.commit_index,
+        snapshot: fetched.snapshot.map(|s| proto::FetchedSnapshot {
+            index: s.get_metadata().index,
+            term: s.get_metadata().term,
+            data: s.data.to_vec(),
+        }),
+        entries: fetched
+            .entries
+            .into_iter()
+            .map(|e| proto::FetchedEntry {
+                index: e.index,
+                term: e.term,
+                entry_type: e.get_entry_type() as i32,
+                data: e.data.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// The observer's side of [`fetched_to_proto`]. An entry type this build does not know is
+/// kept as an unsupported type, which the apply rule refuses (as a voter would).
+fn fetched_from_proto(response: proto::FetchResponse) -> Fetched {
+    use cairn_meta::quorum::{
+        RaftEntry as Entry, RaftEntryType as EntryType, RaftSnapshot as Snapshot,
+    };
+    Fetched {
+        leader_id: (response.leader_id != 0).then_some(response.leader_id),
+        term: response.term,
+        commit_index: response.commit_index,
+        snapshot: response.snapshot.map(|s| {
+            let mut snapshot = Snapshot {
+                data: s.data.into(),
+                ..Default::default()
+            };
+            snapshot.mut_metadata().index = s.index;
+            snapshot.mut_metadata().term = s.term;
+            snapshot
+        }),
+        entries: response
+            .entries
+            .into_iter()
+            .map(|e| {
+                let mut entry = Entry {
+                    index: e.index,
+                    term: e.term,
+                    data: e.data.into(),
+                    ..Default::default()
+                };
+                entry.set_entry_type(match e.entry_type {
+                    0 => EntryType::EntryNormal,
+                    1 => EntryType::EntryConfChange,
+                    _ => EntryType::EntryConfChangeV2,
+                });
+                entry
+            })
+            .collect(),
+    }
+}
+
+fn status_to_proto(s: QuorumStatus) -> proto::StatusResponse {
+    proto::StatusResponse {
+        node_id: s.node_id,
+        voters: s.voters,
+        leader_id: s.leader_id.unwrap_or(0),
+        term: s.term,
+        commit_index: s.commit_index,
+        applied_index: s.applied_index,
+        applied_records: s.applied_records,
+        observers: s
+            .observers
+            .into_iter()
+            .map(|o| proto::ObserverStatus {
+                node_id: o.node_id,
+                fetched_index: o.fetched_index,
+                last_fetch_ms: o.last_fetch_ms,
+            })
+            .collect(),
+    }
+}
+
+fn status_from_proto(response: proto::StatusResponse) -> QuorumStatus {
+    QuorumStatus {
+        node_id: response.node_id,
+        leader_id: (response.leader_id != 0).then_some(response.leader_id),
+        term: response.term,
+        is_leader: response.leader_id != 0 && response.leader_id == response.node_id,
+        commit_index: response.commit_index,
+        applied_index: response.applied_index,
+        applied_records: response.applied_records,
+        observers: response
+            .observers
+            .into_iter()
+            .map(|o| ObserverStatus {
+                node_id: o.node_id,
+                fetched_index: o.fetched_index,
+                last_fetch_ms: o.last_fetch_ms,
+            })
+            .collect(),
+        voters: response.voters,
+    }
+}
+
+/// The observer thread: fetches from the voters, applies and persists what they answer,
+/// and publishes it. Stops on `stop` or on a fatal error (recorded in `published.fatal`).
+fn observe(
+    node_id: u64,
+    mut observer: ObserverState,
+    clients: HashMap<u64, RaftServiceClient<tonic::transport::Channel>>,
+    handle: tokio::runtime::Handle,
+    published: Arc<Published>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let voters: Vec<u64> = clients
+        .keys()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut next_voter = 0usize;
+    let mut leader: Option<u64> = None;
+    let mut failures = 0u32;
+    let call_timeout = Duration::from_millis(OBSERVER_FETCH_WAIT_MS + PEER_CALL_TIMEOUT_MS);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // The leader it learnt from answers, else the voters in turn.
+        let target = match leader.filter(|l| clients.contains_key(l)) {
+            Some(l) => l,
+            None => voters[next_voter % voters.len()],
+        };
+        let mut client = clients[&target].clone();
+        let request = proto::FetchRequest {
+            node_id,
+            next_index: observer.next_index(),
+            max_wait_ms: OBSERVER_FETCH_WAIT_MS,
+        };
+        let answer = handle.block_on(async {
+            tokio::select! {
+                r = tokio::time::timeout(call_timeout, client.fetch(request)) => Some(r),
+                _ = stop.changed() => None,
+            }
+        });
+        let response = match answer {
+            None => return,
+            Some(Ok(Ok(response))) => response.into_inner(),
+            Some(Ok(Err(_)) | Err(_)) => {
+                failures += 1;
+                if failures == 1 || failures % 100 == 0 {
+                    tracing::warn!(
+                        voter = target,
+                        failures,
+                        "metadata observer: fetch failed; asking the next voter"
+                    );
+                }
+                if leader == Some(target) {
+                    leader = None;
+                    let mut status = published.status.lock();
+                    status.leader_id = None;
+                }
+                next_voter = voters.iter().position(|v| *v == target).unwrap_or(0) + 1;
+                let pause = Duration::from_millis(OBSERVER_RETRY_MS);
+                let stopped = handle.block_on(async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => false,
+                        _ = stop.changed() => true,
+                    }
+                });
+                if stopped {
+                    return;
+                }
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!(voter = target, "metadata observer: fetching again");
+            failures = 0;
+        }
+        let fetched = fetched_from_proto(response);
+        let out = match observer.apply_fetched(&fetched) {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!("metadata observer stopped: {e}");
+                *published.fatal.lock() = Some(e.to_string());
+                return;
+            }
+        };
+        leader = fetched.leader_id;
+        if out.state_changed() {
+            published.publish_state(observer.state().clone(), observer.applied_index());
+        } else {
+            published.applied.send_if_modified(|a| {
+                let changed = *a != observer.applied_index();
+                *a = observer.applied_index();
+                changed
+            });
+        }
+        let mut status = published.status.lock();
+        status.leader_id = fetched.leader_id;
+        status.term = status.term.max(fetched.term);
+        status.commit_index = fetched.commit_index.max(observer.applied_index());
+        status.applied_index = observer.applied_index();
+        status.applied_records = observer.state().applied_records();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_topic(state: &ClusterState, name: &str) -> Proposal {
+        Proposal {
+            base_version: state.applied_records(),
+            records: vec![cairn_meta::MetadataRecord::CreateTopic {
+                name: name.into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: vec![],
+                configs: Default::default(),
+            }],
+        }
+    }
+
+    /// A one-voter quorum that leads, started from a blocking thread.
+    async fn leading_voter(dir: &Path) -> Arc<Quorum> {
+        let settings = QuorumSettings {
+            node_id: 1,
+            voters: BTreeMap::new(),
+            controller_listen: None,
+        };
+        let dir = dir.to_owned();
+        let quorum = tokio::task::spawn_blocking(move || Quorum::start(&dir, &settings))
+            .await
+            .unwrap()
+            .unwrap();
+        let quorum = Arc::new(quorum);
+        // Waiting only: a one-voter quorum elects itself at its first Ready.
+        let guard = Instant::now() + Duration::from_secs(60);
+        // Led, with its first (empty) entry of the term applied.
+        while !quorum.is_leader() || quorum.status().applied_index == 0 {
+            assert!(Instant::now() < guard, "the one-voter quorum never led");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        quorum
+    }
+
+    fn commands(quorum: &Quorum) -> SyncSender<Command> {
+        match &quorum.role {
+            Role::Voter { commands } => commands.clone(),
+            Role::Observer { .. } => unreachable!("a voter"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetch_long_polls_until_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let quorum = leading_voter(dir.path()).await;
+        let next_index = quorum.status().applied_index + 1;
+        let before = (*quorum.state()).clone();
+
+        // A poll that could wait an hour: it must return because of the commit.
+        let poll = {
+            let (quorum, commands) = (quorum.clone(), commands(&quorum));
+            tokio::spawn(async move {
+                let request = proto::FetchRequest {
+                    node_id: 7,
+                    next_index,
+                    max_wait_ms: 3_600_000,
+                };
+                serve_fetch(&commands, &quorum.published, request, 3_600_000).await
+            })
+        };
+        // The observer is noted as soon as it asks.
+        let guard = Instant::now() + Duration::from_secs(60);
+        while quorum.status().observers.is_empty() {
+            assert!(Instant::now() < guard, "the fetch never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let observed = &quorum.status().observers[0];
+        assert_eq!(
+            (observed.node_id, observed.fetched_index),
+            (7, next_index - 1)
+        );
+        assert!(!poll.is_finished(), "answered before anything committed");
+
+        let committer = quorum.clone();
+        let submitted = tokio::task::spawn_blocking(move || {
+            let proposal = create_topic(&committer.state(), "polled");
+            committer.submit(proposal, Instant::now() + Duration::from_secs(60))
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(submitted, Submitted::Committed { .. }),
+            "{submitted:?}"
+        );
+        // A generous guard for a hang, far below the hour the poll could wait.
+        let response = tokio::time::timeout(Duration::from_secs(60), poll)
+            .await
+            .expect("the long poll did not return on the commit")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.entries.first().map(|e| e.index), Some(next_index));
+        assert!(response.snapshot.is_none());
+        assert_eq!(response.leader_id, 1);
+        let fetched = fetched_from_proto(response);
+        let mut state = before;
+        let outcome = cairn_meta::quorum::apply_entry(&mut state, &fetched.entries[0]).unwrap();
+        assert!(
+            matches!(outcome, ApplyOutcome::Committed { .. }),
+            "{outcome:?}"
+        );
+        assert!(state.topic("polled").is_some());
+
+        // Nothing new: an empty answer once the (short) wait is over.
+        let request = proto::FetchRequest {
+            node_id: 7,
+            next_index: quorum.status().applied_index + 1,
+            max_wait_ms: 50,
+        };
+        let empty = quorum.fetch_committed(request).await.unwrap();
+        assert!(empty.entries.is_empty() && empty.snapshot.is_none());
+        // Voters do not fetch.
+        let request = proto::FetchRequest {
+            node_id: 1,
+            next_index: 1,
+            max_wait_ms: 0,
+        };
+        assert!(quorum.fetch_committed(request).await.is_err());
+        let quorum = Arc::try_unwrap(quorum).ok().expect("the only handle");
+        tokio::task::spawn_blocking(move || quorum.shutdown())
+            .await
+            .unwrap();
     }
 }

@@ -32,6 +32,26 @@ pub struct Broker {
     pub txn_coordinator: crate::txn_coordinator::TxnCoordinatorService,
 }
 
+/// Retries the registration of an observer that started with no voter reachable until
+/// it commits (see `MetadataManager::finish_registration`).
+async fn finish_registration(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.metadata.finish_registration()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::debug!("registering this broker: {e}; retrying"),
+            Err(e) => {
+                tracing::error!("registering this broker: {e}");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// A running broker.
 pub struct BrokerHandle {
     local_addr: SocketAddr,
@@ -122,6 +142,9 @@ impl Broker {
             shutdown_rx.clone(),
         ));
         tokio::spawn(crate::controller::run(broker.clone(), shutdown_rx.clone()));
+        if broker.metadata.registration_pending() {
+            tokio::spawn(finish_registration(broker.clone(), shutdown_rx.clone()));
+        }
         tokio::spawn(crate::replication::run_isr_checks(
             broker.clone(),
             shutdown_rx.clone(),

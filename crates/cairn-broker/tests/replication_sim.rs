@@ -310,7 +310,7 @@ impl Sim {
                 format!("v{}", self.next_value)
             })
             .collect();
-        let mut batch = BatchBuilder::new(0)
+        let batch = BatchBuilder::new(0)
             .records(values.iter().map(|v| TestRecord::value(self.now_ms, v)))
             .build();
         match p.append_as_leader(&batch, self.now_ms, true) {

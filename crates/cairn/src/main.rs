@@ -75,11 +75,13 @@ struct ServeArgs {
     /// are spread across racks.
     #[arg(long, env = "CAIRN_RACK")]
     rack: Option<String>,
-    /// Metadata quorum (Raft) listener of this voter, `host:port`; needed with other voters.
+    /// Metadata quorum (Raft) listener of this voter, `host:port`; needed with other
+    /// voters, refused on an observer.
     #[arg(long, env = "CAIRN_CONTROLLER_LISTEN")]
     controller_listen: Option<String>,
     /// Metadata quorum voters `id@host:port,...` (their controller listeners) [default:
-    /// this node alone, no controller port].
+    /// this node alone, no controller port]. A `--node-id` not listed runs as an observer:
+    /// it follows the voters' committed metadata log without voting.
     #[arg(long, env = "CAIRN_VOTERS")]
     voters: Option<String>,
     /// HTTP listener for Prometheus `/metrics`, `/health` and `/ready` [default: off].
@@ -210,13 +212,25 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
                 .with_context(|| format!("--controller-listen '{listen}' must be host:port"))?,
         );
     }
-    if !config.voters.is_empty() {
-        if !config.voters.contains_key(&config.node_id) {
-            bail!("--node-id {} is not among --voters", config.node_id);
+    if config.node_id <= 0 {
+        bail!("--node-id {} must be positive", config.node_id);
+    }
+    if config.voters.is_empty() {
+        // A one-voter quorum of this node alone.
+    } else if !config.voters.contains_key(&config.node_id) {
+        // An observer: it follows the voters' log and has no controller listener.
+        if config.controller_listen.is_some() {
+            bail!(
+                "--node-id {} is not among --voters, so it runs as an observer, which has no controller listener: \
+                 drop --controller-listen, or add the node to --voters to make it a voter",
+                config.node_id
+            );
         }
-        if config.voters.len() > 1 && config.controller_listen.is_none() {
-            bail!("--voters with other nodes needs --controller-listen");
-        }
+    } else if config.voters.len() > 1 && config.controller_listen.is_none() {
+        bail!(
+            "--node-id {} is a voter and --voters names other nodes: --controller-listen is required (its address in --voters)",
+            config.node_id
+        );
     }
 
     let mut properties: BTreeMap<String, String> = file
@@ -347,5 +361,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(node_id: i32, voters: &str, controller_listen: Option<&str>) -> anyhow::Result<()> {
+        serve_config(ServeArgs {
+            node_id: Some(node_id),
+            voters: Some(voters.to_owned()),
+            controller_listen: controller_listen.map(str::to_owned),
+            ..ServeArgs::default()
+        })
+        .map(|_| ())
+    }
+
+    #[test]
+    fn voters_observers_and_bad_combinations() {
+        let voters = "1@127.0.0.1:9093,2@127.0.0.1:9094,3@127.0.0.1:9095";
+        assert!(config(1, voters, Some("127.0.0.1:9093")).is_ok(), "a voter");
+        assert!(config(4, voters, None).is_ok(), "an observer");
+        let e = config(1, voters, None).unwrap_err().to_string();
+        assert!(e.contains("--controller-listen is required"), "{e}");
+        let e = config(4, voters, Some("127.0.0.1:9096"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("observer"), "{e}");
+        assert!(config(0, voters, None).is_err(), "node id 0");
+        assert!(config(1, "1@127.0.0.1:9093", None).is_ok(), "one voter");
     }
 }

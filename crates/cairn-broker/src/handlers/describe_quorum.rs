@@ -12,7 +12,13 @@
 //! - `current_voters`: every voter with `log_end_offset` = its applied Raft index, or -1
 //!   when it did not answer in time. `last_fetch_timestamp` is -1 (not tracked);
 //!   `last_caught_up_timestamp` is now for the leader, as in Kafka, and -1 for the
-//!   others. `observers` is empty: brokers are all voters.
+//!   others.
+//! - `observers`: the brokers outside the voters that follow the log (KRaft's observers)
+//!   and fetched from the leader in the last five minutes, as the leader reports them:
+//!   `log_end_offset` = the observer's applied index when it last fetched,
+//!   `last_fetch_timestamp` = when, and `last_caught_up_timestamp` = the same when it had
+//!   applied up to the commit index then, else -1. When the leader does not answer, the
+//!   observers this node served (none on an observer).
 //! - v2 `nodes`: each voter with one `CONTROLLER` listener, its `--voters` address (none
 //!   for a one-voter quorum, which has no controller listener).
 
@@ -95,7 +101,7 @@ pub async fn handle(ctx: RequestContext, request: DescribeQuorumRequest) -> Desc
         .with_leader_epoch(i32::try_from(view.term).unwrap_or(i32::MAX))
         .with_high_watermark(view.commit_index as i64)
         .with_current_voters(current_voters)
-        .with_observers(Vec::new());
+        .with_observers(observers(view));
     let mut response = DescribeQuorumResponse::default()
         .with_error_code(0)
         .with_topics(vec![
@@ -122,6 +128,27 @@ pub async fn handle(ctx: RequestContext, request: DescribeQuorumRequest) -> Desc
             .collect();
     }
     response
+}
+
+/// The observers `view` (the leader's status, when it answered) reports.
+fn observers(view: &cairn_meta::quorum::QuorumStatus) -> Vec<ReplicaState> {
+    let mut observers = view.observers.clone();
+    observers.sort_by_key(|o| o.node_id);
+    observers
+        .iter()
+        .map(|o| {
+            let at = i64::try_from(o.last_fetch_ms).unwrap_or(i64::MAX);
+            ReplicaState::default()
+                .with_replica_id(BrokerId(o.node_id as i32))
+                .with_log_end_offset(o.fetched_index as i64)
+                .with_last_fetch_timestamp(at)
+                .with_last_caught_up_timestamp(if o.fetched_index >= view.commit_index {
+                    at
+                } else {
+                    -1
+                })
+        })
+        .collect()
 }
 
 /// The `CONTROLLER` listener at `host:port` (`[v6]:port` too); `None` if unparsable.

@@ -40,6 +40,7 @@
 
 mod file;
 mod node;
+mod observer;
 mod rocks;
 mod storage;
 
@@ -50,10 +51,14 @@ use std::path::PathBuf;
 
 pub use file::FileStorage;
 pub use node::{
-    Applied, ApplyOutcome, NotLeader, Output, Proposal, QuorumConfig, QuorumNode, QuorumStatus,
-    Ticket,
+    Applied, ApplyOutcome, Fetched, NotLeader, ObserverStatus, Output, Proposal, QuorumConfig,
+    QuorumNode, QuorumStatus, Ticket, apply_entry, decode_state, encode_state,
 };
-pub use raft::eraftpb::Message as RaftMessage;
+pub use observer::{OBSERVER_FILE, ObserverState};
+pub use raft::eraftpb::{
+    Entry as RaftEntry, EntryType as RaftEntryType, Message as RaftMessage,
+    Snapshot as RaftSnapshot,
+};
 pub use rocks::{MIGRATED_WAL, ROCKSDB_DIR, RocksStorage, open_voter_storage};
 pub use storage::{MemStorage, QuorumStorage};
 
@@ -83,6 +88,12 @@ pub enum QuorumError {
         stored: Vec<u64>,
         configured: Vec<u64>,
     },
+    #[error(
+        "metadata observer snapshot {} is corrupt: {reason}; delete the file and restart the broker: \
+         as an observer it fetches the metadata again from the voters",
+        path.display()
+    )]
+    ObserverCorrupt { path: PathBuf, reason: String },
     #[error("metadata log entry {index} (term {term}) does not decode: {reason}")]
     UndecodableEntry {
         index: u64,

@@ -138,6 +138,39 @@ pub struct QuorumStatus {
     pub applied_index: u64,
     /// The state's version (records applied).
     pub applied_records: u64,
+    /// The observers that fetched from this node (filled by the host that serves their
+    /// fetches; [`QuorumNode::status`] leaves it empty).
+    pub observers: Vec<ObserverStatus>,
+}
+
+impl QuorumStatus {
+    /// Whether this is the status of an observer (a node outside the voters).
+    pub fn is_observer(&self) -> bool {
+        !self.voters.contains(&self.node_id)
+    }
+}
+
+/// An observer as the voter it fetches from sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObserverStatus {
+    pub node_id: u64,
+    /// The last index it had applied when it last fetched (its `next_index` − 1).
+    pub fetched_index: u64,
+    /// When it last fetched, in milliseconds since the Unix epoch.
+    pub last_fetch_ms: u64,
+}
+
+/// What a voter answers an observer's fetch: committed entries only.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    /// The voter's latest snapshot, when the index asked for is compacted away; the
+    /// entries then follow it.
+    pub snapshot: Option<raft::eraftpb::Snapshot>,
+    /// Consecutive committed entries from `next_index` (or the snapshot's index + 1).
+    pub entries: Vec<raft::eraftpb::Entry>,
 }
 
 /// One voter: raft-rs's `RawNode` on a [`QuorumStorage`], plus the applied
@@ -316,38 +349,7 @@ impl<S: QuorumStorage> QuorumNode<S> {
                 self.applied_index + 1,
                 "committed entries must apply in order"
             );
-            let outcome = if entry.get_entry_type() != EntryType::EntryNormal {
-                // Voters are fixed at creation; this node never proposes a change.
-                return Err(QuorumError::UndecodableEntry {
-                    index: entry.index,
-                    term: entry.term,
-                    reason: format!("unsupported entry type {:?}", entry.get_entry_type()),
-                });
-            } else if entry.data.is_empty() {
-                ApplyOutcome::Empty
-            } else {
-                let proposal = crate::codec::decode_proposal(&entry.data).map_err(|e| {
-                    QuorumError::UndecodableEntry {
-                        index: entry.index,
-                        term: entry.term,
-                        reason: e.to_string(),
-                    }
-                })?;
-                let version = self.state.applied_records();
-                if proposal.base_version == version {
-                    for record in &proposal.records {
-                        self.state.apply(record);
-                    }
-                    ApplyOutcome::Committed {
-                        version: self.state.applied_records(),
-                    }
-                } else {
-                    ApplyOutcome::Stale {
-                        base_version: proposal.base_version,
-                        version,
-                    }
-                }
-            };
+            let outcome = apply_entry(&mut self.state, &entry)?;
             self.applied_index = entry.index;
             out.applied.push(Applied {
                 index: entry.index,
@@ -363,7 +365,7 @@ impl<S: QuorumStorage> QuorumNode<S> {
         if self.applied_index - snapshot_index < self.snapshot_interval_entries {
             return Ok(());
         }
-        let data = crate::codec::encode_state(&self.state);
+        let data = encode_state(&self.state);
         self.raw.store().compact(self.applied_index, data)
     }
 
@@ -396,6 +398,40 @@ impl<S: QuorumStorage> QuorumNode<S> {
         self.raw.report_unreachable(peer);
     }
 
+    /// Committed entries from `next_index` on, as many as fit in `max_bytes` (at least
+    /// one), for an observer; the latest snapshot first when `next_index` is compacted
+    /// away. Only entries this node has applied are answered: they are committed and
+    /// durable here. Nothing when there is nothing newer.
+    pub fn fetch(&self, next_index: u64, max_bytes: u64) -> Result<Fetched, QuorumError> {
+        let store = self.raw.store();
+        let snapshot = store.latest_snapshot();
+        let snapshot_index = snapshot.get_metadata().index;
+        let (snapshot, from) = if snapshot_index > 0 && next_index <= snapshot_index {
+            (Some(snapshot), snapshot_index + 1)
+        } else {
+            (None, next_index.max(1))
+        };
+        let entries = if from <= self.applied_index {
+            store
+                .entries(
+                    from,
+                    self.applied_index + 1,
+                    max_bytes,
+                    raft::GetEntriesContext::empty(false),
+                )
+                .map_err(|e| QuorumError::Raft(format!("reading entries from {from}: {e}")))?
+        } else {
+            Vec::new()
+        };
+        Ok(Fetched {
+            leader_id: self.leader_id(),
+            term: self.raw.raft.term,
+            commit_index: self.raw.raft.raft_log.committed,
+            snapshot,
+            entries,
+        })
+    }
+
     pub fn status(&self) -> QuorumStatus {
         QuorumStatus {
             node_id: self.node_id,
@@ -406,11 +442,62 @@ impl<S: QuorumStorage> QuorumNode<S> {
             commit_index: self.raw.raft.raft_log.committed,
             applied_index: self.applied_index,
             applied_records: self.state.applied_records(),
+            observers: Vec::new(),
         }
     }
 }
 
-fn decode_state(index: u64, data: &[u8]) -> Result<ClusterState, QuorumError> {
+/// Applies one committed entry to `state`: the rule every voter and every observer
+/// follows, so that all of them hold equal states at equal indexes. A normal entry's
+/// [`Proposal`] applies only if `state` still has its `base_version`, else it is skipped
+/// ([`ApplyOutcome::Stale`]); an empty one changes nothing. An entry of another type or
+/// whose data does not decode is [`QuorumError::UndecodableEntry`], fatal for the node.
+pub fn apply_entry(
+    state: &mut ClusterState,
+    entry: &raft::eraftpb::Entry,
+) -> Result<ApplyOutcome, QuorumError> {
+    let outcome = if entry.get_entry_type() != EntryType::EntryNormal {
+        // Voters are fixed at creation; this node never proposes a change.
+        return Err(QuorumError::UndecodableEntry {
+            index: entry.index,
+            term: entry.term,
+            reason: format!("unsupported entry type {:?}", entry.get_entry_type()),
+        });
+    } else if entry.data.is_empty() {
+        ApplyOutcome::Empty
+    } else {
+        let proposal = crate::codec::decode_proposal(&entry.data).map_err(|e| {
+            QuorumError::UndecodableEntry {
+                index: entry.index,
+                term: entry.term,
+                reason: e.to_string(),
+            }
+        })?;
+        let version = state.applied_records();
+        if proposal.base_version == version {
+            for record in &proposal.records {
+                state.apply(record);
+            }
+            ApplyOutcome::Committed {
+                version: state.applied_records(),
+            }
+        } else {
+            ApplyOutcome::Stale {
+                base_version: proposal.base_version,
+                version,
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+/// The data of a snapshot at some index: the whole applied state.
+pub fn encode_state(state: &ClusterState) -> Vec<u8> {
+    crate::codec::encode_state(state)
+}
+
+/// The state a snapshot at `index` holds (see [`encode_state`]).
+pub fn decode_state(index: u64, data: &[u8]) -> Result<ClusterState, QuorumError> {
     crate::codec::decode_state(data).map_err(|e| QuorumError::UndecodableSnapshot {
         index,
         reason: e.to_string(),

@@ -211,8 +211,8 @@ impl RocksStorage {
         };
         let snapshot_index = snapshot.get_metadata().index;
         let mut terms = VecDeque::new();
-        let mut expected = snapshot_index + 1;
-        for item in self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start) {
+        let log = self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start);
+        for (expected, item) in (snapshot_index + 1..).zip(log) {
             let (key, value) = item.map_err(|e| self.io("read log", e))?;
             let index = u64::from_be_bytes(
                 key.as_ref()
@@ -228,7 +228,6 @@ impl RocksStorage {
                 )));
             }
             terms.push_back(entry.term);
-            expected += 1;
         }
         if hard_state.commit < snapshot_index {
             return Err(self.corrupt(format!(
@@ -644,16 +643,15 @@ impl raft::Storage for RocksStorage {
 mod tests {
     use raft::Storage as _;
 
-    use crate::quorum::QuorumStorage as _;
-
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 3].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 3].into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -664,10 +662,12 @@ mod tests {
             assert_eq!(s.first_index().unwrap(), 1);
             assert_eq!(s.last_index().unwrap(), 0);
             assert_eq!(s.term(0).unwrap(), 0);
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 1;
-            hs.commit = 2;
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: 2,
+                ..Default::default()
+            };
             s.persist(
                 None,
                 &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
@@ -709,6 +709,8 @@ mod tests {
             (2, 1, 2)
         );
         assert_eq!(&s.snapshot(0, 2).unwrap().data[..], b"state");
+        // RocksDB locks its directory: close before opening it again.
+        drop(s);
         assert!(matches!(
             RocksStorage::open(dir.path(), &[1, 2], true),
             Err(QuorumError::VotersChanged { .. })
@@ -744,8 +746,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = RocksStorage::open(dir.path(), &[1], true).unwrap();
-            let mut hs = HardState::default();
-            hs.commit = 1;
+            let hs = HardState {
+                commit: 1,
+                ..Default::default()
+            };
             s.persist(None, &[entry(1, 1)], Some(&hs)).unwrap();
             s.compact(1, b"x".to_vec()).unwrap();
             // Flip a byte of the stored snapshot behind the checksum's back.
@@ -767,10 +771,12 @@ mod tests {
     #[test]
     fn a_write_ahead_file_of_an_older_cairn_moves_into_rocksdb() {
         let dir = tempfile::tempdir().unwrap();
-        let mut hs = HardState::default();
-        hs.term = 4;
-        hs.vote = 2;
-        hs.commit = 7;
+        let hs = HardState {
+            term: 4,
+            vote: 2,
+            commit: 7,
+            ..Default::default()
+        };
         {
             let file = super::super::FileStorage::open(dir.path(), &[1, 2, 3], true).unwrap();
             file.persist(
@@ -779,8 +785,10 @@ mod tests {
                 None,
             )
             .unwrap();
-            let mut committed = HardState::default();
-            committed.commit = 5;
+            let committed = HardState {
+                commit: 5,
+                ..Default::default()
+            };
             file.persist(None, &[], Some(&committed)).unwrap();
             file.compact(3, b"state at 3".to_vec()).unwrap();
             file.persist(

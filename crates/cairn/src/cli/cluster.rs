@@ -3,8 +3,10 @@
 //! - The metadata quorum from DescribeQuorum (`__cluster_metadata`-0): leader, term,
 //!   commit index (the high watermark) and every voter's applied index (its
 //!   `log_end_offset`; -1 when the voter did not answer) with its lag = commit index −
-//!   applied index. A broker that does not serve DescribeQuorum (a ZooKeeper-mode Kafka)
-//!   gets the rest of the report and a note instead.
+//!   applied index. Observers (brokers outside the voters that follow the log) are listed
+//!   apart, with the applied index they reported at their last fetch and their lag. A
+//!   broker that does not serve DescribeQuorum (a ZooKeeper-mode Kafka) gets the rest of
+//!   the report and a note instead.
 //! - The brokers from Metadata, which leaves fenced brokers out: every id that appears in a
 //!   partition's replica set but not in Metadata's broker list is shown as
 //!   `fenced/offline`.
@@ -361,6 +363,7 @@ fn report_text(report: &Report) -> String {
             let rows: Vec<Vec<String>> = q
                 .voters
                 .iter()
+                .filter(|v| !v.observer)
                 .map(|v| {
                     vec![
                         v.id.to_string(),
@@ -373,6 +376,23 @@ fn report_text(report: &Report) -> String {
                 })
                 .collect();
             out.push_str(&table(&["VOTER", "ROLE", "APPLIED-INDEX", "LAG"], &rows));
+            let observers: Vec<Vec<String>> = q
+                .voters
+                .iter()
+                .filter(|v| v.observer)
+                .map(|v| {
+                    let applied = v.applied_index.unwrap_or(0);
+                    vec![
+                        v.id.to_string(),
+                        applied.to_string(),
+                        (q.commit_index - applied).max(0).to_string(),
+                    ]
+                })
+                .collect();
+            if !observers.is_empty() {
+                let _ = writeln!(out, "Observers (brokers following the metadata log):");
+                out.push_str(&table(&["OBSERVER", "APPLIED-INDEX", "LAG"], &observers));
+            }
         }
         Err(why) => {
             let _ = writeln!(out, "Metadata quorum: not described ({why})");
@@ -456,6 +476,7 @@ fn report_text(report: &Report) -> String {
 ///             "commit_index": 42,
 ///             "voters": [{"id": 1, "role": "leader", "applied_index": 42, "lag": 0,
 ///                         "reachable": true}, ...],
+///             "observers": [{"id": 4, "applied_index": 41, "lag": 1}, ...],
 ///             "error": null},
 ///  "controller_id": 1,
 ///  "brokers": [{"id": 1, "host": "h", "port": 9092, "rack": null, "status": "online"},
@@ -469,8 +490,9 @@ fn report_text(report: &Report) -> String {
 ///  "under_replicated": ["t-0"], "offline": [], "topic_errors": []}
 /// ```
 ///
-/// An unreachable voter has `applied_index` -1, `lag` null and `reachable` false. When
-/// DescribeQuorum failed, `quorum` is `{"error": "..."}`.
+/// An unreachable voter has `applied_index` -1, `lag` null and `reachable` false. An
+/// observer's `applied_index` is the one it reported at its last fetch from the leader.
+/// When DescribeQuorum failed, `quorum` is `{"error": "..."}`.
 fn report_json(report: &Report) -> Json {
     let quorum = match &report.quorum {
         Ok(q) => Json::obj([
@@ -484,6 +506,7 @@ fn report_json(report: &Report) -> Json {
                 Json::Arr(
                     q.voters
                         .iter()
+                        .filter(|v| !v.observer)
                         .map(|v| {
                             Json::obj([
                                 ("id", Json::Int(v.id.into())),
@@ -495,6 +518,23 @@ fn report_json(report: &Report) -> Json {
                                         .map_or(Json::Null, |a| Json::Int(q.commit_index - a)),
                                 ),
                                 ("reachable", Json::Bool(v.applied_index.is_some())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "observers",
+                Json::Arr(
+                    q.voters
+                        .iter()
+                        .filter(|v| v.observer)
+                        .map(|v| {
+                            let applied = v.applied_index.unwrap_or(0);
+                            Json::obj([
+                                ("id", Json::Int(v.id.into())),
+                                ("applied_index", Json::Int(applied)),
+                                ("lag", Json::Int((q.commit_index - applied).max(0))),
                             ])
                         })
                         .collect(),
@@ -739,6 +779,11 @@ mod tests {
                         applied_index: None,
                         observer: false,
                     },
+                    Voter {
+                        id: 4,
+                        applied_index: Some(38),
+                        observer: true,
+                    },
                 ],
             }),
             controller_id: 1,
@@ -789,6 +834,19 @@ mod tests {
                 vec!["3", "follower", "unreachable", "-"],
             ]
         );
+        let observer_rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(6)
+            .take(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            observer_rows,
+            [
+                vec!["OBSERVER", "APPLIED-INDEX", "LAG"],
+                vec!["4", "38", "2"]
+            ]
+        );
         assert!(
             text.contains("Brokers: 2 online, 1 fenced/offline (controller 1)"),
             "{text}"
@@ -818,6 +876,7 @@ mod tests {
           "applied_index": -1,
           "lag": null,
           "reachable": false"#,
+            r#""observers": [{"id": 4, "applied_index": 38, "lag": 2}]"#,
             r#""rack": "r\"2""#,
             r#""status": "fenced/offline""#,
             r#""replicas": [1, 2, 3]"#,
@@ -858,6 +917,11 @@ mod tests {
                             ReplicaState::default()
                                 .with_replica_id(BrokerId(2))
                                 .with_log_end_offset(99),
+                        ])
+                        .with_observers(vec![
+                            ReplicaState::default()
+                                .with_replica_id(BrokerId(4))
+                                .with_log_end_offset(97),
                         ]),
                 ]),
         ]);
@@ -865,6 +929,14 @@ mod tests {
         assert_eq!((q.leader_id, q.term, q.commit_index), (2, 7, 99));
         assert_eq!(q.voters[0].applied_index, None);
         assert_eq!(q.voters[1].applied_index, Some(99));
+        assert_eq!(
+            q.voters[2],
+            Voter {
+                id: 4,
+                applied_index: Some(97),
+                observer: true
+            }
+        );
 
         let refused = DescribeQuorumResponse::default()
             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
