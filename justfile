@@ -34,6 +34,11 @@ bench-log:
 bench:
     bash scripts/bench.sh
 
+# Two broker binaries in one run, alternating, as a ratio (e.g. before and after a change):
+# `just compare /tmp/cairn-before target/release/cairn --partitions 1 --acks all`.
+compare OLD NEW *FLAGS:
+    bash scripts/compare.sh {{OLD}} {{NEW}} {{FLAGS}}
+
 # Fuzz request decoding and record-batch validation (TARGET: request_decode,
 # batch_validate or all; SECONDS each). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1
 # allows them on stable. Builds in fuzz/target, starts from fuzz/seeds, keeps new inputs

@@ -2,8 +2,15 @@
 //!
 //! One seed drives everything: which node ticks, which message is delivered, delayed,
 //! reordered or dropped, partitions and their healing, crashes (the node is dropped) and
-//! restarts (a new node on the same [`MemStorage`] "disk", with new election timeouts). raft-rs draws election timeouts itself, so each node is given a window one
-//! tick wide (`[t, t+1)`) chosen by the seed; the simulation is then a pure function of it.
+//! restarts (a new node on the same "disk", with new election timeouts). raft-rs draws
+//! election timeouts itself, so each node is given a window one tick wide (`[t, t+1)`)
+//! chosen by the seed; the simulation is then a pure function of it.
+//!
+//! The disk is a [`MemStorage`] (fast: many seeds) or, in `sim_3_voters_on_rocksdb`, each
+//! node's own RocksDB directory (the storage voters run on; fewer seeds, as RocksDB is
+//! slower): a crash drops the node and its open database, a restart opens the directory
+//! again. Writes there are not synced (a process crash, not a power loss: what a process
+//! wrote survives it).
 //!
 //! After every step the checker asserts Raft's safety properties:
 //! - at most one leader per term (SingleLeader);
@@ -23,7 +30,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::eraftpb::Message;
 use uuid::Uuid;
 
-use super::{ApplyOutcome, MemStorage, Output, Proposal, QuorumConfig, QuorumNode};
+use super::{
+    ApplyOutcome, MemStorage, Output, Proposal, QuorumConfig, QuorumNode, QuorumStorage,
+    RocksStorage,
+};
 use crate::{ClusterState, MetadataRecord, controller};
 
 /// Steps of the faulty phase of one case.
@@ -70,12 +80,35 @@ struct Checker {
     crashes: u64,
 }
 
-struct Sim {
+/// What a voter's storage survives on: opened anew at every (re)start.
+trait Disk {
+    type Storage: QuorumStorage;
+    fn open(&self, voters: &[u64]) -> Self::Storage;
+}
+
+impl Disk for MemStorage {
+    type Storage = MemStorage;
+    fn open(&self, _voters: &[u64]) -> MemStorage {
+        self.clone()
+    }
+}
+
+/// A RocksDB directory (removed with the simulation).
+struct RocksDisk(tempfile::TempDir);
+
+impl Disk for RocksDisk {
+    type Storage = RocksStorage;
+    fn open(&self, voters: &[u64]) -> RocksStorage {
+        RocksStorage::open(self.0.path(), voters, false).expect("reopen RocksDB")
+    }
+}
+
+struct Sim<D: Disk> {
     rng: Rng,
     voters: Vec<u64>,
     /// Each voter's "disk": survives the node being dropped (a crash).
-    disks: Vec<MemStorage>,
-    nodes: Vec<Option<QuorumNode<MemStorage>>>,
+    disks: Vec<D>,
+    nodes: Vec<Option<QuorumNode<D::Storage>>>,
     network: Vec<InFlight>,
     /// Directed links that drop everything.
     cut: BTreeSet<(u64, u64)>,
@@ -84,12 +117,12 @@ struct Sim {
     next_topic: u64,
 }
 
-impl Sim {
-    fn new(voter_count: u64, seed: u64) -> Sim {
+impl<D: Disk> Sim<D> {
+    fn new(voter_count: u64, seed: u64, disk: impl Fn(&[u64]) -> D) -> Sim<D> {
         let voters: Vec<u64> = (1..=voter_count).collect();
         let mut sim = Sim {
             rng: Rng(seed),
-            disks: voters.iter().map(|_| MemStorage::new(&voters)).collect(),
+            disks: voters.iter().map(|_| disk(&voters)).collect(),
             nodes: voters.iter().map(|_| None).collect(),
             voters,
             network: Vec::new(),
@@ -109,7 +142,10 @@ impl Sim {
         config.election_tick = 10 + self.rng.below(10) as usize;
         config.election_tick_max = config.election_tick + 1;
         config.snapshot_interval_entries = 8;
-        let node = QuorumNode::open_with(self.disks[i].clone(), &config).expect("reopen");
+        // A crashed node's storage is closed before it opens again (RocksDB locks it).
+        self.nodes[i] = None;
+        let storage = self.disks[i].open(&self.voters);
+        let node = QuorumNode::open_with(storage, &config).expect("reopen");
         // The state rebuilt from a snapshot must be the one every node had at its index.
         check_state(&mut self.checker, &node);
         self.nodes[i] = Some(node);
@@ -383,7 +419,7 @@ fn check_applied(checker: &mut Checker, out: &Output) {
     }
 }
 
-fn check_state(checker: &mut Checker, node: &QuorumNode<MemStorage>) {
+fn check_state<S: QuorumStorage>(checker: &mut Checker, node: &QuorumNode<S>) {
     if node.applied_index() == 0 {
         return;
     }
@@ -401,8 +437,17 @@ fn check_state(checker: &mut Checker, node: &QuorumNode<MemStorage>) {
 }
 
 fn run_case(voters: u64, seed: u64) {
-    let result = std::panic::catch_unwind(|| {
-        let mut sim = Sim::new(voters, seed);
+    run_case_on(
+        voters,
+        seed,
+        MemStorage::new,
+        &format!("sim_{voters}_voters"),
+    );
+}
+
+fn run_case_on<D: Disk>(voters: u64, seed: u64, disk: impl Fn(&[u64]) -> D, test: &str) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sim = Sim::new(voters, seed, &disk);
         for _ in 0..STEPS_PER_CASE {
             sim.step();
         }
@@ -417,13 +462,13 @@ fn run_case(voters: u64, seed: u64) {
             c.crashes,
             c.snapshots_installed
         )
-    });
+    }));
     match result {
         Ok(summary) => eprintln!("voters={voters} seed={seed}: {summary}"),
         Err(panic) => {
             eprintln!(
                 "simulation failed: voters={voters} seed={seed}; replay with \
-                 CAIRN_SIM_SEED={seed} cargo test -p cairn-meta sim_{voters}_voters"
+                 CAIRN_SIM_SEED={seed} cargo test -p cairn-meta {test}"
             );
             std::panic::resume_unwind(panic);
         }
@@ -441,6 +486,14 @@ fn seeds(default_cases: u64) -> Vec<u64> {
 fn sim_3_voters() {
     for seed in seeds(40) {
         run_case(3, seed);
+    }
+}
+
+#[test]
+fn sim_3_voters_on_rocksdb() {
+    let disk = |_: &[u64]| RocksDisk(tempfile::tempdir().expect("temporary directory"));
+    for seed in seeds(3) {
+        run_case_on(3, seed, disk, "sim_3_voters_on_rocksdb");
     }
 }
 
