@@ -15,13 +15,12 @@
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_broker::quorum::proto::StatusRequest;
 use cairn_broker::quorum::proto::raft_service_client::RaftServiceClient;
-use harness::{BrokerProcess, NodeSpec, free_port};
+use harness::{BrokerProcess, NodeSpec, free_port, voter_specs};
 use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -39,28 +38,7 @@ const RECORDS_PER_PARTITION: usize = 25;
 
 /// Three voters (nodes 1-3) and the observer (node 4), started together.
 fn start_cluster() -> Vec<BrokerProcess> {
-    let controllers: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
-    let voters = controllers
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}@{addr}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut specs: Vec<NodeSpec> = controllers
-        .iter()
-        .enumerate()
-        .map(|(i, controller)| NodeSpec {
-            addr: free_port(),
-            args: vec![
-                "--node-id".into(),
-                (i + 1).to_string(),
-                "--controller-listen".into(),
-                controller.to_string(),
-                "--voters".into(),
-                voters.clone(),
-            ],
-        })
-        .collect();
+    let (mut specs, voters) = voter_specs(3, &[]);
     specs.push(NodeSpec {
         addr: free_port(),
         args: vec![

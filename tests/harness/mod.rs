@@ -52,73 +52,13 @@ impl BrokerProcess {
     /// with its own Kafka and controller port. They are spawned together and then waited
     /// for, since none listens for Kafka clients before a quorum has registered it.
     pub fn start_quorum(n: usize) -> Vec<BrokerProcess> {
-        let controller_ports: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
-        let voters = controller_ports
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| format!("{}@{addr}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut brokers: Vec<BrokerProcess> = controller_ports
-            .iter()
-            .enumerate()
-            .map(|(i, controller)| {
-                let tmp = tempfile::tempdir().expect("temp dir");
-                let mut broker = BrokerProcess {
-                    child: None,
-                    addr: free_port(),
-                    data_dir: tmp.path().join("data"),
-                    log_path: tmp.path().join("broker.log"),
-                    extra_args: vec![
-                        "--node-id".into(),
-                        (i + 1).to_string(),
-                        "--controller-listen".into(),
-                        controller.to_string(),
-                        "--voters".into(),
-                        voters.clone(),
-                    ],
-                    _tmp: tmp,
-                };
-                broker.spawn_unwaited();
-                broker
-            })
-            .collect();
-        for broker in &mut brokers {
-            broker.wait_listening();
-        }
-        brokers
+        BrokerProcess::start_quorum_with(n, &[])
     }
 
     /// Like [`BrokerProcess::start_quorum`], with `extra_args` (e.g. `--set k=v`) given
     /// to every node.
     pub fn start_quorum_with(n: usize, extra_args: &[&str]) -> Vec<BrokerProcess> {
-        let controllers: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
-        let voters = controllers
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| format!("{}@{addr}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let specs = controllers
-            .iter()
-            .enumerate()
-            .map(|(i, controller)| {
-                let mut args: Vec<String> = vec![
-                    "--node-id".into(),
-                    (i + 1).to_string(),
-                    "--controller-listen".into(),
-                    controller.to_string(),
-                    "--voters".into(),
-                    voters.clone(),
-                ];
-                args.extend(extra_args.iter().map(|s| s.to_string()));
-                NodeSpec {
-                    addr: free_port(),
-                    args,
-                }
-            })
-            .collect();
-        BrokerProcess::start_nodes(specs)
+        BrokerProcess::start_nodes(voter_specs(n, extra_args).0)
     }
 
     /// Starts one broker per spec, each listening for Kafka clients on `spec.addr` with
@@ -286,6 +226,38 @@ impl Drop for BrokerProcess {
 pub struct NodeSpec {
     pub addr: SocketAddr,
     pub args: Vec<String>,
+}
+
+/// The specs of `n` voters (node ids 1..=n, each with its own Kafka and controller port,
+/// `extra_args` appended) and their `--voters` value, for other nodes to join them.
+pub fn voter_specs(n: usize, extra_args: &[&str]) -> (Vec<NodeSpec>, String) {
+    let controllers: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
+    let voters = controllers
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("{}@{addr}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let specs = controllers
+        .iter()
+        .enumerate()
+        .map(|(i, controller)| {
+            let mut args: Vec<String> = vec![
+                "--node-id".into(),
+                (i + 1).to_string(),
+                "--controller-listen".into(),
+                controller.to_string(),
+                "--voters".into(),
+                voters.clone(),
+            ];
+            args.extend(extra_args.iter().map(|s| s.to_string()));
+            NodeSpec {
+                addr: free_port(),
+                args,
+            }
+        })
+        .collect();
+    (specs, voters)
 }
 
 /// A loopback port nobody listens on right now, for a broker to listen on.

@@ -355,10 +355,7 @@ impl Quorum {
     /// observer serves with it while no voter answers) and its fetch thread.
     fn start_observer(dir: &Path, settings: &QuorumSettings) -> Result<Quorum, QuorumStartError> {
         let voters: Vec<u64> = settings.voters.keys().copied().collect();
-        let voter_dir = dir.join(QUORUM_DIR);
-        if voter_dir.join(cairn_meta::quorum::ROCKSDB_DIR).exists()
-            || voter_dir.join("quorum.wal").exists()
-        {
+        if cairn_meta::quorum::holds_voter_storage(&dir.join(QUORUM_DIR)) {
             return Err(QuorumStartError::Config(format!(
                 "{} holds the Raft log of a voter, but node {} is not among the voters {voters:?}; \
                  changing the voters of an existing quorum is not supported (restore --voters, \

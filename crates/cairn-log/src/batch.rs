@@ -238,8 +238,9 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), LogError> {
 
 /// Rewrites the CRC of a batch after a patch of bytes 21.. (LogAppendTime).
 pub(crate) fn rewrite_crc(batch: &mut [u8]) {
-    let crc = compute_crc(batch);
-    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    let (header, rest) = batch.split_at_mut(BATCH_HEADER_LEN);
+    let header: &mut [u8; BATCH_HEADER_LEN] = header.try_into().expect("a whole header");
+    rewrite_crc_split(header, rest);
 }
 
 /// Rewrites the CRC in a batch's patched `header` (bytes 21.. changed: LogAppendTime), the

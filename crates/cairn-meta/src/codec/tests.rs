@@ -442,17 +442,7 @@ fn a_snapshot_with_repeated_topics_or_misplaced_partitions_is_an_error() {
     let topic = |name: &str, id: u128, partition: i32| pb::TopicState {
         name: name.into(),
         topic_id: Uuid::from_u128(id).as_bytes().to_vec(),
-        partitions: vec![partition_to_pb(&PartitionRecord {
-            partition,
-            replicas: vec![1],
-            isr: vec![1],
-            leader: 1,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            elr: vec![],
-            adding_replicas: vec![],
-            removing_replicas: vec![],
-        })],
+        partitions: vec![partition_to_pb(&one_replica_partition(partition))],
         configs: BTreeMap::new(),
     };
     let snapshot = |topics| {
@@ -584,17 +574,7 @@ fn a_json_entry_of_an_earlier_version_decodes_like_the_protobuf_one() {
             MetadataRecord::CreateTopic {
                 name: "t".into(),
                 topic_id: t,
-                partitions: vec![PartitionRecord {
-                    partition: 0,
-                    replicas: vec![1],
-                    isr: vec![1],
-                    leader: 1,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                    elr: vec![],
-                    adding_replicas: vec![],
-                    removing_replicas: vec![],
-                }],
+                partitions: vec![one_replica_partition(0)],
                 configs: BTreeMap::new(),
             },
             MetadataRecord::TopicConfig {
@@ -757,4 +737,19 @@ fn a_node_opens_a_log_written_in_json_and_continues_in_protobuf() {
     let mut node = QuorumNode::open_with(disk, &config).unwrap();
     node.ready().unwrap();
     assert_eq!(node.state(), &after);
+}
+
+/// Partition `partition` with broker 1 as its only replica, leader and ISR, epochs 0.
+fn one_replica_partition(partition: i32) -> PartitionRecord {
+    PartitionRecord {
+        partition,
+        replicas: vec![1],
+        isr: vec![1],
+        leader: 1,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        elr: vec![],
+        adding_replicas: vec![],
+        removing_replicas: vec![],
+    }
 }

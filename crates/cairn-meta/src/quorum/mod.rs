@@ -59,7 +59,7 @@ pub use raft::eraftpb::{
     Entry as RaftEntry, EntryType as RaftEntryType, Message as RaftMessage,
     Snapshot as RaftSnapshot,
 };
-pub use rocks::{MIGRATED_WAL, ROCKSDB_DIR, RocksStorage, open_voter_storage};
+pub use rocks::{RocksStorage, holds_voter_storage, open_voter_storage};
 pub use storage::{MemStorage, QuorumStorage};
 
 /// Failures of the quorum's storage and log. All of them stop the node: none is retried

@@ -445,10 +445,10 @@ impl QuorumStorage for RocksStorage {
 }
 
 /// Where a voter's RocksDB lives inside its quorum directory.
-pub const ROCKSDB_DIR: &str = "rocksdb";
+const ROCKSDB_DIR: &str = "rocksdb";
 /// What the write-ahead file of an older Cairn (`super::FileStorage`) is renamed to once
 /// its contents are in RocksDB; kept so that nothing is deleted behind the operator's back.
-pub const MIGRATED_WAL: &str = "quorum.wal.migrated";
+const MIGRATED_WAL: &str = "quorum.wal.migrated";
 const WAL: &str = "quorum.wal";
 const MIGRATING_DIR: &str = "rocksdb.migrating";
 
@@ -499,6 +499,12 @@ pub fn open_voter_storage(
         sync_dir(dir).map_err(io("sync directory"))?;
     }
     RocksStorage::open(&rocks_dir, voters, sync_writes)
+}
+
+/// Whether the quorum directory `dir` holds a voter's storage (RocksDB, or the write-ahead
+/// file of an older Cairn that [`open_voter_storage`] would move into it).
+pub fn holds_voter_storage(dir: &Path) -> bool {
+    dir.join(ROCKSDB_DIR).exists() || dir.join(WAL).exists()
 }
 
 /// Copies the whole `FileStorage` in `from` into a new RocksDB at `to`, synced. Returns
