@@ -186,3 +186,82 @@ async fn measure_controller_failover() {
         creations[creations.len() / 2]
     );
 }
+
+/// Topic-creation latency as an admin client with a warm connection sees it: CreateTopics
+/// (3 partitions, replication 1) returning after the record is committed and applied, on a
+/// one-node quorum and on three voters through the leader and through a follower (which
+/// forwards to the leader). `CREATE_RUNS` creations each (default 20). A measurement, not a
+/// check: `cargo test -p cairn --test quorum -- --ignored --nocapture measure_topic_creation`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly"]
+async fn measure_topic_creation() {
+    let runs: usize = std::env::var("CREATE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+
+    async fn series(broker: &BrokerProcess, prefix: &str, runs: usize) -> String {
+        let client = admin(broker);
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        // The first call pays the connection and metadata set-up; it is not counted.
+        let warm = client
+            .create_topics(
+                &[NewTopic::new(
+                    &format!("{prefix}-warm"),
+                    3,
+                    TopicReplication::Fixed(1),
+                )],
+                &options,
+            )
+            .await;
+        assert!(matches!(warm.as_deref(), Ok([Ok(_)])), "{warm:?}");
+        let mut times = Vec::with_capacity(runs);
+        for run in 0..runs {
+            let name = format!("{prefix}-{run}");
+            let started = Instant::now();
+            let result = client
+                .create_topics(
+                    &[NewTopic::new(&name, 3, TopicReplication::Fixed(1))],
+                    &options,
+                )
+                .await;
+            let took = started.elapsed();
+            assert!(
+                matches!(result.as_deref(), Ok([Ok(_)])),
+                "{name}: {result:?}"
+            );
+            times.push(took);
+        }
+        times.sort();
+        format!(
+            "median {:?}, p90 {:?}, max {:?} over {runs}",
+            times[runs / 2],
+            times[runs * 9 / 10],
+            times[runs - 1]
+        )
+    }
+
+    let single = tokio::task::spawn_blocking(BrokerProcess::start)
+        .await
+        .unwrap();
+    let one = series(&single, "one-node", runs).await;
+    drop(single);
+
+    let brokers = tokio::task::spawn_blocking(|| BrokerProcess::start_quorum(3))
+        .await
+        .unwrap();
+    let leader = loop {
+        match status(&brokers[0]).await {
+            Some((leader, _)) if leader != 0 => break leader as usize - 1,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let follower = (leader + 1) % brokers.len();
+    let via_leader = series(&brokers[leader], "via-leader", runs).await;
+    let via_follower = series(&brokers[follower], "via-follower", runs).await;
+    eprintln!(
+        "topic creation (warm admin client): one node {one}; three voters through the \
+         leader {via_leader}; through a follower {via_follower}"
+    );
+}
