@@ -10,21 +10,13 @@
 
 mod harness;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::BrokerProcess;
+use harness::{BrokerProcess, repo_root};
 
 /// Longest a script may run: each waits at most 30 s for any one answer.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
 
 /// Fails with the command that installs what is missing unless `probe` succeeds.
 fn require(what: &str, probe: &mut Command) {

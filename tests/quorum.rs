@@ -265,3 +265,129 @@ async fn measure_topic_creation() {
          leader {via_leader}; through a follower {via_follower}"
     );
 }
+
+/// Losing the majority of voters: metadata changes cannot commit, so CreateTopics answers
+/// REQUEST_TIMED_OUT (after the broker's propose timeout), while the surviving broker keeps
+/// serving produce (acks=all) and fetch on the partitions it leads, and Metadata from its
+/// applied copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_majority_stops_metadata_changes_not_data() {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let mut brokers = tokio::task::spawn_blocking(|| BrokerProcess::start_quorum(3))
+        .await
+        .unwrap();
+    // One partition per broker (replication 1), so the survivor leads one of them alone.
+    create_topic(&brokers[0], "kept").await;
+    let survivor = &brokers[0];
+    let survivor_id = survivor.node_id().expect("node id");
+    let metadata = tokio::task::block_in_place(|| {
+        admin(survivor)
+            .inner()
+            .fetch_metadata(Some("kept"), TIMEOUT)
+            .expect("metadata")
+    });
+    let led: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .filter(|p| p.leader() == survivor_id)
+        .map(|p| p.id())
+        .collect();
+    assert!(
+        !led.is_empty(),
+        "node {survivor_id} leads no partition of kept"
+    );
+    let partition = led[0];
+
+    for broker in &mut brokers[1..] {
+        broker.kill9();
+    }
+    let killed = Instant::now();
+    let survivor = &brokers[0];
+
+    // Data keeps flowing on the survivor's partition.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", survivor.bootstrap())
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for i in 0..10 {
+        let value = format!("after-majority-loss-{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("kept")
+                    .partition(partition)
+                    .payload(&value),
+                TIMEOUT,
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {i} to kept/{partition}: {e}"));
+    }
+    let values = tokio::task::block_in_place(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", survivor.bootstrap())
+            .set("group.id", "unused")
+            // Nothing to commit (no coordinator without a quorum): closing would wait.
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset("kept", partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+        let mut values = Vec::new();
+        let started = Instant::now();
+        while values.len() < 10 {
+            assert!(started.elapsed() < TIMEOUT, "read back only {values:?}");
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    values.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap())
+                }
+                // librdkafka reports its failed connections to the killed brokers here.
+                Some(Err(e)) => eprintln!("consumer: {e}"),
+                None => {}
+            }
+        }
+        values
+    });
+    let expected: Vec<String> = (0..10)
+        .map(|i| format!("after-majority-loss-{i}"))
+        .collect();
+    assert_eq!(values, expected);
+    eprintln!(
+        "produced and read back 10 records {:?} after the kills",
+        killed.elapsed()
+    );
+
+    // Metadata changes cannot commit: a retriable timeout, not a hang or a false success.
+    let started = Instant::now();
+    let result = admin(survivor)
+        .create_topics(
+            &[NewTopic::new(
+                "needs-a-quorum",
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(25))),
+        )
+        .await;
+    assert!(
+        matches!(
+            result.as_deref(),
+            Ok([Err((_, RDKafkaErrorCode::RequestTimedOut))])
+        ),
+        "{result:?}"
+    );
+    eprintln!(
+        "CreateTopics without a quorum: {result:?} after {:?}",
+        started.elapsed()
+    );
+    let served = tokio::task::block_in_place(|| topics(survivor));
+    assert_eq!(served.get("kept"), Some(&3), "{served:?}");
+    assert!(!served.contains_key("needs-a-quorum"), "{served:?}");
+}

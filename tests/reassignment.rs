@@ -20,16 +20,16 @@
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::BrokerProcess;
 use harness::block_on;
 use harness::delivery::{Acked, Recorder, Recording, value_of};
+use harness::{BrokerProcess, repo_root};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -62,13 +62,6 @@ fn bootstrap(brokers: &[BrokerProcess]) -> String {
         .map(BrokerProcess::bootstrap)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
 }
 
 /// Creates `topic`, retrying until the cluster accepts it.

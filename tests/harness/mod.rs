@@ -324,3 +324,16 @@ pub fn bootstrap_of(brokers: &[BrokerProcess]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// The repository root of the tree under test. Cargo sets `CARGO_MANIFEST_DIR` when it runs
+/// a test, and that is preferred to the value compiled in: a test binary built from
+/// another clone sharing the target directory (cargo reuses it when the sources are
+/// older) would otherwise look at that clone.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
+}

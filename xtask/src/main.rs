@@ -286,7 +286,12 @@ fn ensure_pip() -> Result<(), String> {
 
 /// `npm ci` in tests/js when its node_modules lacks a package of package.json.
 fn ensure_npm() -> Result<(), String> {
-    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/js");
+    // The runtime value cargo sets for `cargo run`, not the compiled-in one: an xtask
+    // binary built from another clone sharing the target directory is reused by cargo.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let js = manifest_dir.join("../tests/js");
     let present = ["kafkajs", "kafkajs-snappy"].iter().all(|p| {
         js.join("node_modules")
             .join(p)

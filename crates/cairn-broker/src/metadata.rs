@@ -299,6 +299,7 @@ impl MetadataManager {
             reason: reason.to_owned(),
         };
         let mut last_stale_version = None;
+        let mut unsent: Option<Proposal> = None;
         loop {
             if let Some(fatal) = self.quorum.fatal() {
                 return Err(MetadataError::Stopped(fatal));
@@ -306,29 +307,37 @@ impl MetadataManager {
             if Instant::now() >= deadline {
                 return Err(timeout_ms("no quorum leader committed it"));
             }
-            // On a follower, first catch up with what the leader has applied, so that the
-            // decision is not refused as stale.
-            let state = match self.quorum.leader_version(deadline) {
-                Some(version) => self.quorum.wait_for_version(version, deadline),
-                None => self.state(),
-            };
-            let records = match decide(&state) {
-                Some(Ok(records)) => records,
-                Some(Err(e)) => return Ok(Err(e)),
+            // A proposal that reached no leader is sent again as it is: it was decided on
+            // a state no leader has refused as stale (a one-shot `decide` cannot decide
+            // again, and "no leader yet" is not a conflict).
+            let proposal = match unsent.take() {
+                Some(proposal) => proposal,
                 None => {
-                    return Err(MetadataError::Conflict {
-                        version: last_stale_version.unwrap_or(state.applied_records()),
-                    });
+                    // On a follower, first catch up with what the leader has applied, so
+                    // that the decision is not refused as stale.
+                    let state = match self.quorum.leader_version(deadline) {
+                        Some(version) => self.quorum.wait_for_version(version, deadline),
+                        None => self.state(),
+                    };
+                    let records = match decide(&state) {
+                        Some(Ok(records)) => records,
+                        Some(Err(e)) => return Ok(Err(e)),
+                        None => {
+                            return Err(MetadataError::Conflict {
+                                version: last_stale_version.unwrap_or(state.applied_records()),
+                            });
+                        }
+                    };
+                    if records.is_empty() {
+                        return Ok(Ok(state));
+                    }
+                    Proposal {
+                        base_version: state.applied_records(),
+                        records,
+                    }
                 }
             };
-            if records.is_empty() {
-                return Ok(Ok(state));
-            }
-            let proposal = Proposal {
-                base_version: state.applied_records(),
-                records,
-            };
-            match self.quorum.submit(proposal, deadline) {
+            match self.quorum.submit(proposal.clone(), deadline) {
                 Submitted::Committed { version } => {
                     let state = self.quorum.wait_for_version(version, deadline);
                     if state.applied_records() < version {
@@ -342,6 +351,7 @@ impl MetadataManager {
                     last_stale_version = Some(version);
                 }
                 Submitted::NotLeader { .. } => {
+                    unsent = Some(proposal);
                     std::thread::sleep(Duration::from_millis(NO_LEADER_RETRY_MS));
                 }
                 Submitted::TimedOut => return Err(timeout_ms("no quorum")),

@@ -30,6 +30,8 @@ pub struct Broker {
     pub group_coordinator: crate::group_coordinator::GroupCoordinator,
     /// Transactions (`__transaction_state`).
     pub txn_coordinator: crate::txn_coordinator::TxnCoordinatorService,
+    /// Topics created in the background for Metadata and FindCoordinator.
+    pub(crate) implicit_creations: crate::handlers::topics::ImplicitCreations,
 }
 
 /// Retries the registration of an observer that started with no voter reachable until
@@ -118,6 +120,7 @@ impl Broker {
                     config2.offsets_topic_num_partitions,
                 ),
                 txn_coordinator: crate::txn_coordinator::TxnCoordinatorService::new(),
+                implicit_creations: Default::default(),
                 config: config2,
                 metadata,
                 replicas,

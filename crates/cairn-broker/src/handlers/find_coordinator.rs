@@ -1,7 +1,8 @@
 //! FindCoordinator (key 10): which broker coordinates a group (v0–v6; v4+ batches keys).
 //!
 //! The first request for a group creates `__consumer_offsets` (compacted, like Kafka's
-//! auto-creation) with `offsets.topic.num.partitions` partitions and Kafka's
+//! auto-creation; waiting at most `IMPLICIT_CREATE_WAIT`, then COORDINATOR_NOT_AVAILABLE
+//! while the creation goes on) with `offsets.topic.num.partitions` partitions and Kafka's
 //! `offsets.topic.replication.factor` of 3, capped by the live (unfenced) brokers. The
 //! coordinator is the current leader of the group's partition as the applied metadata
 //! says, answered with that broker's registered host and port; a partition without a
@@ -22,7 +23,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::topics::create_topic;
+use super::topics::create_topic_implicitly;
 use crate::group_coordinator::OFFSETS_TOPIC;
 use crate::txn_coordinator::TXN_TOPIC;
 
@@ -94,22 +95,20 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
         // (Kafka: 3), capped by the live brokers.
         let replication_factor =
             cairn_meta::controller::default_replication_factor(&broker.metadata.state());
-        match create_topic(
-            broker,
-            topic.to_owned(),
-            partitions,
-            replication_factor,
-            configs,
-            false,
-        )
-        .await
+        match create_topic_implicitly(broker, topic, partitions, replication_factor, configs).await
         {
-            Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => {}
-            Err((code, msg)) => {
+            Some(Ok(_) | Err((ResponseError::TopicAlreadyExists, _))) => {}
+            Some(Err((code, msg))) => {
                 tracing::warn!(?code, "creating {topic} failed: {msg}");
                 return refused(
                     ResponseError::CoordinatorNotAvailable,
                     format!("cannot create {topic}: {msg}"),
+                );
+            }
+            None => {
+                return refused(
+                    ResponseError::CoordinatorNotAvailable,
+                    format!("{topic} is being created; retry"),
                 );
             }
         }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::topics::create_topic;
+use super::topics::create_topic_implicitly;
 use cairn_meta::TopicInfo;
 
 /// Kafka's internal topics: clients exclude them from regex subscriptions.
@@ -45,19 +45,18 @@ pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRe
                 let response = match (found, t.name) {
                     (Some(info), _) => topic_response(&info, ctx.version),
                     (None, Some(name)) if auto_create => {
-                        match create_topic(
+                        match create_topic_implicitly(
                             broker,
-                            name.to_string(),
+                            name.as_str(),
                             -1,
                             -1,
                             Default::default(),
-                            false,
                         )
                         .await
                         {
-                            Ok(info) => topic_response(&info, ctx.version),
+                            Some(Ok(info)) => topic_response(&info, ctx.version),
                             // Lost a race with another creator: describe what exists.
-                            Err((ResponseError::TopicAlreadyExists, _)) => {
+                            Some(Err((ResponseError::TopicAlreadyExists, _))) => {
                                 match broker.metadata.state().topic(name.as_str()) {
                                     Some(info) => topic_response(info, ctx.version),
                                     None => error_topic(
@@ -67,10 +66,17 @@ pub async fn handle(ctx: RequestContext, request: MetadataRequest) -> MetadataRe
                                     ),
                                 }
                             }
-                            Err((code, msg)) => {
+                            Some(Err((code, msg))) => {
                                 tracing::debug!(topic = %name.as_str(), "auto-create refused: {msg}");
                                 error_topic(Some(name), t.topic_id, code)
                             }
+                            // Still being created: Kafka's answer for a topic whose
+                            // creation is under way; clients retry.
+                            None => error_topic(
+                                Some(name),
+                                t.topic_id,
+                                ResponseError::LeaderNotAvailable,
+                            ),
                         }
                     }
                     (None, Some(name)) => {

@@ -44,7 +44,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
-mod topics;
+pub(crate) mod topics;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
 

@@ -1,7 +1,8 @@
 //! Topic creation and config validation shared by CreateTopics and Metadata auto-creation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_log::LogConfig;
 use cairn_meta::{MetadataRecord, TopicInfo, controller};
@@ -46,6 +47,74 @@ pub fn validate_configs(
         )
         .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
     Ok(())
+}
+
+/// How long a request waits for a topic it creates implicitly (Metadata auto-creation,
+/// FindCoordinator's internal topics) before answering with a retriable error while the
+/// creation goes on. A healthy quorum commits in milliseconds; without a quorum, a request
+/// that waited the whole propose timeout would hold up every later request on its
+/// connection (a consumer's fetches queue behind its coordinator lookup). Kafka answers
+/// such requests at once and creates in the background.
+pub const IMPLICIT_CREATE_WAIT: Duration = Duration::from_secs(2);
+
+/// The implicit topic creations in flight, one per name, so that clients retrying
+/// while the quorum is away do not stack up proposals.
+#[derive(Default)]
+pub struct ImplicitCreations {
+    in_flight: parking_lot::Mutex<HashMap<String, CreationWatch>>,
+}
+
+type CreationWatch = tokio::sync::watch::Receiver<Option<Result<TopicInfo, Refusal>>>;
+
+/// Creates `name` like [`create_topic`], in the background: `None` when the creation has
+/// not finished within [`IMPLICIT_CREATE_WAIT`], or at once when no quorum leader is known
+/// (it continues; a later call waits for the same one), else its outcome.
+pub async fn create_topic_implicitly(
+    broker: &Arc<Broker>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: BTreeMap<String, String>,
+) -> Option<Result<TopicInfo, Refusal>> {
+    let mut outcome = {
+        let mut in_flight = broker.implicit_creations.in_flight.lock();
+        match in_flight.get(name) {
+            Some(outcome) => outcome.clone(),
+            None => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                in_flight.insert(name.to_owned(), rx.clone());
+                let broker = broker.clone();
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    let result = create_topic(
+                        &broker,
+                        name.clone(),
+                        partitions,
+                        replication_factor,
+                        configs,
+                        false,
+                    )
+                    .await;
+                    // Published before the entry goes: whoever holds the watch sees it.
+                    let _ = tx.send(Some(result));
+                    broker.implicit_creations.in_flight.lock().remove(&name);
+                });
+                rx
+            }
+        }
+    };
+    // Without a known quorum leader nothing can commit soon: answer at once.
+    let wait = if broker.metadata.quorum().status().leader_id.is_some() {
+        IMPLICIT_CREATE_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let finished = outcome.wait_for(Option::is_some);
+    match tokio::time::timeout(wait, finished).await {
+        Ok(Ok(result)) => result.clone(),
+        // Timed out, or the task is gone (runtime shutting down): not finished.
+        _ => None,
+    }
 }
 
 /// Creates a topic through the metadata log and opens its partitions. `partitions` and
