@@ -61,6 +61,13 @@ run() {
     "$bench" "$@" --name "$name" --json "$out/$prefix-$name.json"
 }
 
+# drop BOOTSTRAP TOPIC: deletes a topic no later run reads, so that the disk holds one
+# run's data at a time (a 10 s run at 1 KiB writes several GB on a fast machine).
+drop() {
+    "$cairn" topic delete --bootstrap "$1" "$2" >/dev/null ||
+        echo "(could not delete $2; its data stays until the end)" >&2
+}
+
 broker_rss() {
     awk '/^VmRSS|^VmHWM/ {printf "%s %s %s  ", $1, $2, $3} END {print ""}' "/proc/$broker/status"
 }
@@ -96,25 +103,35 @@ k=(--bootstrap "$bootstrap")
 # librdkafka's own queue (queue.buffering.max.messages, 100,000 by default) — about that
 # depth divided by the throughput; the end-to-end runs below are the latency figures.
 run 10 produce-1k-acks1-p1 produce "${k[@]}" --topic p1-acks1 --partitions 1 --acks 1 --duration-s "$secs"
+drop "$bootstrap" p1-acks1
 run 11 produce-1k-acksall-p1 produce "${k[@]}" --topic p1-acksall --partitions 1 --acks all --duration-s "$secs"
+drop "$bootstrap" p1-acksall
 run 12 produce-1k-acks1-p6 produce "${k[@]}" --topic p6-acks1 --partitions 6 --acks 1 --duration-s "$secs"
+drop "$bootstrap" p6-acks1
 run 13 produce-1k-acksall-p6 produce "${k[@]}" --topic p6-acksall --partitions 6 --acks all --duration-s "$secs"
 # Per-record overhead: 100-byte records.
 run 14 produce-100b-acks1-p1 produce "${k[@]}" --topic small-acks1 --partitions 1 --acks 1 --record-bytes 100 --duration-s "$secs"
+drop "$bootstrap" small-acks1
 run 15 produce-100b-acksall-p6 produce "${k[@]}" --topic small-acksall --partitions 6 --acks all --record-bytes 100 --duration-s "$secs"
+drop "$bootstrap" small-acksall
 # Exactly-once: one idempotent producer vs one transactional producer committing every
 # 100 records (the ratio of the two is the cost of transactions).
 run 16 produce-1k-idempotent-p6 produce "${k[@]}" --topic p6-idem --partitions 6 --set enable.idempotence=true --duration-s "$secs"
+drop "$bootstrap" p6-idem
 run 17 produce-1k-txn100-p6 produce "${k[@]}" --topic p6-txn --partitions 6 --transaction-records 100 --duration-s "$secs"
+drop "$bootstrap" p6-txn
 echo "== broker after produce runs: $(broker_rss); data $(du -sh "$work/data" | cut -f1)"
 # Reads from the page cache: the topic just written.
 run 20 consume-1k-p6 consume "${k[@]}" --topic p6-acksall --records 5000000 --timeout-s 20
 # Latency at a fixed rate, durable: linger 0, acks=all.
 run 30 e2e-10k-acksall-p1 end-to-end "${k[@]}" --topic e2e-10k --partitions 1 --acks all --linger-ms 0 --rate 10000 --duration-s "$secs"
+drop "$bootstrap" e2e-10k
 # At a low rate every record lands on a parked Fetch: the long-poll wake-up latency,
 # with and without the fdatasync that acks=all waits for.
 run 31 e2e-100-acksall-p1 end-to-end "${k[@]}" --topic e2e-100 --partitions 1 --acks all --linger-ms 0 --rate 100 --duration-s 5
+drop "$bootstrap" e2e-100
 run 32 e2e-100-acks1-p1 end-to-end "${k[@]}" --topic e2e-100-acks1 --partitions 1 --acks 1 --linger-ms 0 --rate 100 --duration-s 5
+drop "$bootstrap" e2e-100-acks1
 echo "== broker at the end: $(broker_rss); data $(du -sh "$work/data" | cut -f1)"
 
 kill -TERM "$broker"
@@ -135,6 +152,7 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 run 40 rf3-produce-1k-acks1-p6 produce "${c[@]}" --topic rf3-acks1 --partitions 6 --acks 1 --duration-s "$secs"
+drop 127.0.0.1:19092 rf3-acks1
 run 41 rf3-produce-1k-acksall-p6 produce "${c[@]}" --topic rf3-acksall --partitions 6 --acks all --duration-s "$secs"
 run 42 rf3-consume-1k-p6 consume "${c[@]}" --topic rf3-acksall --records 5000000 --timeout-s 20
 run 43 rf3-e2e-1k-acksall-p1 end-to-end "${c[@]}" --topic rf3-e2e --partitions 1 --acks all --linger-ms 0 --rate 1000 --duration-s "$secs"
