@@ -123,11 +123,15 @@ drop "$bootstrap" p6-txn
 echo "== broker after produce runs: $(broker_rss); data $(du -sh "$work/data" | cut -f1)"
 # Reads from the page cache: the topic just written.
 run 20 consume-1k-p6 consume "${k[@]}" --topic p6-acksall --records 5000000 --timeout-s 20
-# Latency at a fixed rate, durable: linger 0, acks=all.
+# Latency at a fixed rate, durable: linger 0, acks=all. The runs above left gigabytes of
+# dirty pages that the kernel writes back for many seconds; each latency run starts on a
+# drained disk (`sync`), or it would measure that backlog's fdatasyncs, not the broker's.
+sync
 run 30 e2e-10k-acksall-p1 end-to-end "${k[@]}" --topic e2e-10k --partitions 1 --acks all --linger-ms 0 --rate 10000 --duration-s "$secs"
 drop "$bootstrap" e2e-10k
 # At a low rate every record lands on a parked Fetch: the long-poll wake-up latency,
 # with and without the fdatasync that acks=all waits for.
+sync
 run 31 e2e-100-acksall-p1 end-to-end "${k[@]}" --topic e2e-100 --partitions 1 --acks all --linger-ms 0 --rate 100 --duration-s 5
 drop "$bootstrap" e2e-100
 run 32 e2e-100-acks1-p1 end-to-end "${k[@]}" --topic e2e-100-acks1 --partitions 1 --acks 1 --linger-ms 0 --rate 100 --duration-s 5
@@ -155,6 +159,7 @@ run 40 rf3-produce-1k-acks1-p6 produce "${c[@]}" --topic rf3-acks1 --partitions 
 drop 127.0.0.1:19092 rf3-acks1
 run 41 rf3-produce-1k-acksall-p6 produce "${c[@]}" --topic rf3-acksall --partitions 6 --acks all --duration-s "$secs"
 run 42 rf3-consume-1k-p6 consume "${c[@]}" --topic rf3-acksall --records 5000000 --timeout-s 20
+sync
 run 43 rf3-e2e-1k-acksall-p1 end-to-end "${c[@]}" --topic rf3-e2e --partitions 1 --acks all --linger-ms 0 --rate 1000 --duration-s "$secs"
 scripts/cluster.sh stop >/dev/null
 cluster_started=
