@@ -279,7 +279,21 @@ impl MetadataManager {
         &self,
         decide: impl FnOnce(&ClusterState) -> Result<Vec<MetadataRecord>, E>,
     ) -> Result<Result<Arc<ClusterState>, E>, MetadataError> {
-        let deadline = Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        self.propose_within(PROPOSE_TIMEOUT_MS as i64, decide)
+    }
+
+    /// [`Self::propose`] with the caller's timeout (an admin request's `timeout_ms`): at
+    /// most [`PROPOSE_TIMEOUT_MS`]; 0 or less means that default.
+    pub fn propose_within<E>(
+        &self,
+        timeout_ms: i64,
+        decide: impl FnOnce(&ClusterState) -> Result<Vec<MetadataRecord>, E>,
+    ) -> Result<Result<Arc<ClusterState>, E>, MetadataError> {
+        let timeout_ms = match u64::try_from(timeout_ms) {
+            Ok(ms) if ms > 0 => ms.min(PROPOSE_TIMEOUT_MS),
+            _ => PROPOSE_TIMEOUT_MS,
+        };
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut decide = Some(decide);
         self.commit(deadline, &mut |state: &ClusterState| {
             decide.take().map(|decide| decide(state))
@@ -293,10 +307,17 @@ impl MetadataManager {
         deadline: Instant,
         decide: &mut Decide<'_, E>,
     ) -> Result<Result<Arc<ClusterState>, E>, MetadataError> {
-        let _serial = self.propose_lock.lock();
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let timeout_ms = |reason: &str| MetadataError::Timeout {
-            timeout_ms: PROPOSE_TIMEOUT_MS,
+            timeout_ms: timeout.as_millis() as u64,
             reason: reason.to_owned(),
+        };
+        // The caller's deadline also bounds the wait for an earlier proposal of this node
+        // (one that waits for a quorum holds the lock until its own deadline).
+        let Some(_serial) = self.propose_lock.try_lock_until(deadline) else {
+            return Err(timeout_ms(
+                "an earlier metadata change of this broker is still waiting for the quorum",
+            ));
         };
         let mut last_stale_version = None;
         let mut unsent: Option<Proposal> = None;

@@ -11,8 +11,8 @@
 //! cancellation of none), INVALID_REPLICATION_FACTOR (v1 with
 //! `allow_replication_factor_change` false and a target of another size, KIP-860),
 //! INVALID_REQUEST (a partition named twice), and REQUEST_TIMED_OUT / NOT_CONTROLLER when
-//! the batch did not commit. `timeout_ms` is not used: commits have the broker's own
-//! timeout.
+//! the batch did not commit within the request's `timeout_ms` (at most the broker's own
+//! 15 s commit timeout).
 
 use std::collections::BTreeSet;
 
@@ -111,10 +111,11 @@ pub async fn handle(
         })
         .collect();
     let b = ctx.broker.clone();
+    let timeout_ms = i64::from(request.timeout_ms);
     let (items, outcomes) = super::blocking(move || {
         let mut outcomes: Vec<Outcome> = vec![Ok(()); items.len()];
         let mut seen = BTreeSet::new();
-        let committed = b.metadata.propose(|state| {
+        let committed = b.metadata.propose_within(timeout_ms, |state| {
             let mut working = state.clone();
             let mut records = Vec::new();
             for (item, outcome) in items.iter().zip(outcomes.iter_mut()) {

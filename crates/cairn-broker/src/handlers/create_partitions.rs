@@ -28,6 +28,7 @@ pub async fn handle(
         let name = topic.name.to_string();
         let count = topic.count;
         let validate_only = request.validate_only;
+        let timeout_ms = i64::from(request.timeout_ms);
         let start_index = uuid::Uuid::new_v4().as_u128() as usize;
         let b = ctx.broker.clone();
         let outcome = super::blocking(move || {
@@ -39,7 +40,7 @@ pub async fn handle(
                     .map(|_| ())
                     .map_err(|e| (controller_error_code(&e), e.to_string()));
             }
-            let state = match b.metadata.propose(decide) {
+            let state = match b.metadata.propose_within(timeout_ms, decide) {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
                 Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),

@@ -46,6 +46,7 @@ pub async fn handle(ctx: RequestContext, request: CreateTopicsRequest) -> Create
                         topic.replication_factor as i32,
                         configs,
                         request.validate_only,
+                        i64::from(request.timeout_ms),
                     )
                     .await
                 }

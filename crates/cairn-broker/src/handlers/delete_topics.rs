@@ -40,11 +40,11 @@ pub async fn handle(ctx: RequestContext, request: DeleteTopicsRequest) -> Delete
             continue;
         };
         let b = ctx.broker.clone();
+        let timeout_ms = i64::from(request.timeout_ms);
         let outcome = super::blocking(move || {
-            let state = match b
-                .metadata
-                .propose(|s| cairn_meta::controller::delete_topic(s, &name))
-            {
+            let state = match b.metadata.propose_within(timeout_ms, |s| {
+                cairn_meta::controller::delete_topic(s, &name)
+            }) {
                 Ok(Ok(state)) => state,
                 Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
                 Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),

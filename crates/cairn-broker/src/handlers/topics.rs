@@ -93,6 +93,7 @@ pub async fn create_topic_implicitly(
                         replication_factor,
                         configs,
                         false,
+                        0,
                     )
                     .await;
                     // Published before the entry goes: whoever holds the watch sees it.
@@ -118,7 +119,8 @@ pub async fn create_topic_implicitly(
 }
 
 /// Creates a topic through the metadata log and opens its partitions. `partitions` and
-/// `replication_factor` of -1 mean the broker defaults.
+/// `replication_factor` of -1 mean the broker defaults; `timeout_ms` is the request's
+/// (0 for the broker's propose timeout, which also caps it).
 pub async fn create_topic(
     broker: &Arc<Broker>,
     name: String,
@@ -126,6 +128,7 @@ pub async fn create_topic(
     replication_factor: i32,
     configs: BTreeMap<String, String>,
     validate_only: bool,
+    timeout_ms: i64,
 ) -> Result<TopicInfo, Refusal> {
     validate_configs(broker, &configs)?;
     // The controller decides elections with the topic's min.insync.replicas; a broker-wide
@@ -165,7 +168,7 @@ pub async fn create_topic(
                 })
                 .map_err(|e| (controller_error_code(&e), e.to_string()));
         }
-        let state = match b.metadata.propose(decide) {
+        let state = match b.metadata.propose_within(timeout_ms, decide) {
             Ok(Ok(state)) => state,
             Ok(Err(e)) => return Err((controller_error_code(&e), e.to_string())),
             Err(e) => return Err((crate::errors::metadata_error_code(&e), e.to_string())),
