@@ -669,6 +669,16 @@ impl Partition {
     }
 }
 
+/// What [`ReplicaManager::apply_metadata`] has done, under its lock.
+struct Applied {
+    /// The metadata version applied last; an older state is ignored.
+    version: u64,
+    /// Set by [`ReplicaManager::shutdown`]: from then on no log is opened. An apply that
+    /// reopened a partition the shutdown had just closed would map the same index files
+    /// twice, and the close trimming them under the other mapping is a SIGBUS.
+    shut_down: bool,
+}
+
 /// The partitions this broker hosts, by topic name and partition index.
 pub struct ReplicaManager {
     node_id: i32,
@@ -678,8 +688,9 @@ pub struct ReplicaManager {
     pub group_committer: GroupCommitter,
     /// One replica fetcher per leader this broker follows.
     pub fetchers: Fetchers,
-    /// Serialises [`ReplicaManager::apply_metadata`] and remembers the version applied.
-    applied: Mutex<u64>,
+    /// Serialises [`ReplicaManager::apply_metadata`] with itself and with
+    /// [`ReplicaManager::shutdown`].
+    applied: Mutex<Applied>,
     /// Producer ids this broker hands out (InitProducerId).
     pub producer_ids: crate::producer_ids::ProducerIdManager,
 }
@@ -698,7 +709,10 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             group_committer,
             fetchers: Fetchers::new(node_id),
-            applied: Mutex::new(0),
+            applied: Mutex::new(Applied {
+                version: 0,
+                shut_down: false,
+            }),
             producer_ids: crate::producer_ids::ProducerIdManager::new(),
         }
     }
@@ -745,10 +759,10 @@ impl ReplicaManager {
     /// already applied is ignored.
     pub fn apply_metadata(&self, state: &ClusterState, now_ms: i64) -> Result<(), LogError> {
         let mut applied = self.applied.lock();
-        if state.applied_records() < *applied {
+        if applied.shut_down || state.applied_records() < applied.version {
             return Ok(());
         }
-        *applied = state.applied_records();
+        applied.version = state.applied_records();
         self.fetchers.set_brokers(
             state
                 .brokers()
@@ -965,8 +979,11 @@ impl ReplicaManager {
             .sum()
     }
 
-    /// Flushes and closes every log, writing clean-shutdown markers. Blocking.
+    /// Flushes and closes every log, writing clean-shutdown markers. Blocking. Waits for
+    /// a metadata apply in progress; later ones do nothing.
     pub fn shutdown(&self) {
+        let mut applied = self.applied.lock();
+        applied.shut_down = true;
         let partitions: Vec<_> = self.partitions.write().drain().map(|(_, p)| p).collect();
         for partition in partitions {
             let name = format!("{}-{}", partition.topic, partition.index);
