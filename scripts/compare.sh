@@ -2,13 +2,17 @@
 # `bash scripts/compare.sh OLD_CAIRN NEW_CAIRN [cairn-bench produce flags...]`: compares two
 # broker binaries in one run, as a ratio. Each round starts a fresh single broker of each
 # binary in turn (temporary data directory, free port), runs the same `cairn-bench produce`
-# against it, and stops it; rounds alternate the order so that a machine getting busier
+# (or consume, MODE below) against it, and stops it; rounds alternate the order so that a machine getting busier
 # or quieter during the run does not favour one side. Prints each run's records/s and the
 # NEW/OLD ratio of the medians.
 #
 # Environment: ROUNDS (default 3), BENCH (the cairn-bench binary, default
-# $CARGO_TARGET_DIR/release/cairn-bench or target/release/cairn-bench), TMPDIR.
-# Default flags: 1 KiB records, 6 partitions, acks=all, 8 s per run.
+# $CARGO_TARGET_DIR/release/cairn-bench or target/release/cairn-bench), TMPDIR,
+# MODE (`produce`, the default, or `consume`: each broker is first filled with FILL
+# records (default 2,000,000 of 1 KiB, 6 partitions, acks=1), then read back from the
+# page cache by `cairn-bench consume`, whose records/s are compared).
+# Default flags: produce 1 KiB records, 6 partitions, acks=all, 8 s per run; consume
+# every record filled, 30 s at most.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -19,8 +23,17 @@ old=$1
 new=$2
 shift 2
 flags=("$@")
+mode=${MODE:-produce}
+fill=${FILL:-2000000}
 if [[ ${#flags[@]} -eq 0 ]]; then
-    flags=(--partitions 6 --acks all --duration-s 8)
+    case $mode in
+    produce) flags=(--partitions 6 --acks all --duration-s 8) ;;
+    consume) flags=(--records "$fill" --timeout-s 30) ;;
+    *)
+        echo "MODE must be produce or consume" >&2
+        exit 2
+        ;;
+    esac
 fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bench=${BENCH:-${CARGO_TARGET_DIR:-$root/target}/release/cairn-bench}
@@ -48,8 +61,15 @@ one() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         sleep 0.1
     done
-    "$bench" produce --bootstrap "127.0.0.1:$port" --topic compare "${flags[@]}" \
-        --json "$work/$label.json" >/dev/null
+    if [[ $mode == consume ]]; then
+        "$bench" produce --bootstrap "127.0.0.1:$port" --topic compare --partitions 6 \
+            --acks 1 --records "$fill" >/dev/null
+        "$bench" consume --bootstrap "127.0.0.1:$port" --topic compare "${flags[@]}" \
+            --json "$work/$label.json" >/dev/null
+    else
+        "$bench" produce --bootstrap "127.0.0.1:$port" --topic compare "${flags[@]}" \
+            --json "$work/$label.json" >/dev/null
+    fi
     kill -TERM "$broker"
     wait "$broker" || true
     broker=

@@ -30,12 +30,13 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
 use crate::handlers::{self, RequestContext};
+use crate::response::{ChunkedBuf, EncodedResponse, SHARE_MIN_BYTES, write_response};
 use crate::server::Broker;
 
 /// Most bytes the read buffer grows by per read while no frame size is known, and the
@@ -68,10 +69,10 @@ pub async fn serve(
         }
         tokio::select! {
             Some(response) = inflight.next(), if !inflight.is_empty() => {
-                let response: Result<Option<BytesMut>, String> = response;
+                let response: Result<Option<EncodedResponse>, String> = response;
                 match response {
-                    Ok(Some(bytes)) => {
-                        if let Err(e) = writer.write_all(&bytes).await {
+                    Ok(Some(encoded)) => {
+                        if let Err(e) = write_response(&mut writer, &encoded).await {
                             break Err(format!("write failed: {e}"));
                         }
                     }
@@ -111,8 +112,9 @@ pub async fn serve(
 
 /// A response to write (`Ok(None)`: none is due, as for acks=0), or why the connection
 /// must close.
-type ResponseFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>, String>> + Send>>;
+type ResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<EncodedResponse>, String>> + Send>,
+>;
 
 /// Requests (other than fetches) taking at least this long are logged.
 const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(2);
@@ -179,7 +181,7 @@ pub enum Decoded {
         request: Box<RequestKind>,
     },
     /// An answer that needs no handler (ApiVersions at an unsupported version).
-    Immediate(BytesMut),
+    Immediate(EncodedResponse),
 }
 
 /// Decodes one request frame (without its size prefix). Pure: no broker state, so the
@@ -238,32 +240,66 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, String> {
     })
 }
 
-/// Size prefix, response header and body, ready to write.
+/// Size prefix, response header and body, ready to write. A Fetch response's records of
+/// at least [`crate::response::SHARE_MIN_BYTES`] are not copied: they become chunks of
+/// their own, sharing the buffers the log read them into.
 pub fn encode_response(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     response: &ResponseKind,
-) -> anyhow::Result<BytesMut> {
-    let mut bytes = BytesMut::with_capacity(capacity_hint(response));
-    bytes.put_i32(0);
+) -> anyhow::Result<EncodedResponse> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header.encode(&mut bytes, api_key.response_header_version(version))?;
+    let header_version = api_key.response_header_version(version);
+    if let ResponseKind::Fetch(fetch) = response {
+        let shared = shared_records(response);
+        let mut buf = ChunkedBuf::new(owned_capacity_hint(response), &shared);
+        buf.put_i32(0);
+        header.encode(&mut buf, header_version)?;
+        fetch.encode(&mut buf, version)?;
+        return Ok(buf.finish_with_size_prefix());
+    }
+    let mut bytes = BytesMut::with_capacity(owned_capacity_hint(response));
+    bytes.put_i32(0);
+    header.encode(&mut bytes, header_version)?;
     response.encode(&mut bytes, version)?;
     let size = (bytes.len() - 4) as i32;
     bytes[0..4].copy_from_slice(&size.to_be_bytes());
-    Ok(bytes)
+    Ok(EncodedResponse::from(bytes.freeze()))
 }
 
-/// Bytes to reserve for an encoded response, so that a Fetch response's records are copied
-/// into the buffer once instead of again at every growth: the records plus room for the
-/// per-partition fields.
-fn capacity_hint(response: &ResponseKind) -> usize {
+/// The record buffers of a Fetch response that are worth sharing rather than copying.
+fn shared_records(response: &ResponseKind) -> Vec<Bytes> {
+    match response {
+        ResponseKind::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.records.clone())
+            .filter(|r| r.len() >= SHARE_MIN_BYTES)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Bytes to reserve for the owned part of an encoded response, so that it is not copied
+/// again as it grows: for a Fetch response the records that are copied (the small ones)
+/// plus room for the per-partition fields.
+fn owned_capacity_hint(response: &ResponseKind) -> usize {
     match response {
         ResponseKind::Fetch(fetch) => {
             let partitions = fetch.responses.iter().flat_map(|t| t.partitions.iter());
             512 + partitions
-                .map(|p| 128 + p.records.as_ref().map_or(0, |r| r.len()))
+                .map(|p| {
+                    let copied = p.records.as_ref().map_or(0, |r| {
+                        if r.len() < SHARE_MIN_BYTES {
+                            r.len()
+                        } else {
+                            0
+                        }
+                    });
+                    128 + copied
+                })
                 .sum::<usize>()
         }
         _ => 256,

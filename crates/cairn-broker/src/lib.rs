@@ -39,6 +39,7 @@ pub mod producer_ids;
 pub mod quorum;
 pub mod replica_manager;
 pub mod replication;
+pub mod response;
 pub mod server;
 pub mod txn_coordinator;
 
