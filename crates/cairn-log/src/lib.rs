@@ -243,6 +243,7 @@ mod index;
 pub mod limits;
 pub mod log;
 pub mod producer_state;
+mod read_buffer;
 mod segment;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;

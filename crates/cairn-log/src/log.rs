@@ -966,14 +966,15 @@ impl PartitionLog {
         let want = (max_bytes.min(READ_BYTES_MAX) as u64)
             .max(first.total_len() as u64)
             .min(avail) as usize;
-        let mut buf = vec![0u8; want];
+        // A pooled buffer (crate::read_buffer): fresh pages cost more than the read.
+        let mut buf = crate::read_buffer::take(want);
         use std::os::unix::fs::FileExt;
         seg.file()?
-            .read_exact_at(&mut buf, pos)
+            .read_exact_at(&mut buf[..want], pos)
             .io_ctx("read segment", &seg.log_path)?;
         let mut keep = 0usize;
         let mut prev_last = seg.base_offset - 1;
-        for item in Batches::new(&buf) {
+        for item in Batches::new(&buf[..want]) {
             let Ok((h, bytes)) = item else { break };
             if h.last_offset() >= max_offset {
                 break;
@@ -999,9 +1000,8 @@ impl PartitionLog {
         if keep == 0 {
             return Err(seg.corrupt(pos, "batch header changed under the reader"));
         }
-        buf.truncate(keep);
         Ok(ReadInfo {
-            records: Bytes::from(buf),
+            records: crate::read_buffer::into_bytes(buf, keep),
             ..empty
         })
     }

@@ -862,3 +862,38 @@ fn crash_recovery_starts_at_the_recovery_points_segment() {
     let log = open(d.path(), small_config());
     assert_eq!(log.log_end_offset(), 120);
 }
+
+/// Read buffers are pooled and not zeroed again (crate::read_buffer): a read into a
+/// buffer that held a longer read before must return only its own bytes, never the
+/// stale tail, and reads held at once must not share a buffer.
+#[test]
+fn reads_through_reused_buffers_return_only_their_own_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let mut log = open(d.path(), LogConfig::default());
+    let stored = fill(&mut log, 20, 1000);
+    for round in 0..3 {
+        // A long read, dropped: its buffer goes back to the pool full of batches.
+        drop(log.read(0, 1 << 20, i64::MAX, false).unwrap());
+        // Shorter reads now, each exactly its batches; all held at once.
+        let held: Vec<_> = (0..stored.len())
+            .map(|i| {
+                let offset = 2 * i as i64;
+                (
+                    i,
+                    log.read(offset, stored[i].len() + 1, i64::MAX, false)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        for (i, r) in &held {
+            assert_eq!(&r.records[..], &stored[*i][..], "round {round}, batch {i}");
+        }
+        // The read bounded by max_offset stops before the batches past it.
+        let bounded = log.read(0, 1 << 20, 6, false).unwrap();
+        assert_eq!(
+            &bounded.records[..],
+            &stored[..3].concat()[..],
+            "round {round}"
+        );
+    }
+}
