@@ -14,7 +14,9 @@
 //! requests, plus metadata and fetch). Each decoded request becomes a future in a
 //! `FuturesOrdered`: futures are first polled in arrival order (so appends happen in the
 //! order sent), may finish in any order (a parked fetch does not block a produce
-//! behind it from being appended), and responses are written strictly in request order.
+//! behind it from being appended), and responses are written strictly in request order,
+//! each as `writev`s of its chunks ([`crate::response`]: a Fetch response's records are
+//! not copied into it).
 //!
 //! ## Bad input
 //! A frame that does not decode, an unknown API key or an unsupported version of any API

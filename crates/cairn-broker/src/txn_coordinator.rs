@@ -105,11 +105,15 @@ impl From<TxnError> for TxnFailure {
     }
 }
 
-/// PRODUCER_FENCED exists for clients from these versions (KIP-588); older ones get
-/// INVALID_PRODUCER_EPOCH, as Kafka's KafkaApis does: InitProducerId v4, AddPartitionsToTxn,
-/// AddOffsetsToTxn and EndTxn v2.
-pub fn fenced_for_version(code: ResponseError, version: i16, fenced_since: i16) -> ResponseError {
-    if code == ResponseError::ProducerFenced && version < fenced_since {
+/// PRODUCER_FENCED exists for clients from the versions
+/// [`cairn_txn::TxnApi::first_version_with_fenced`] names (KIP-588); older ones get
+/// INVALID_PRODUCER_EPOCH, as Kafka's KafkaApis does.
+pub fn fenced_for_version(
+    code: ResponseError,
+    api: cairn_txn::TxnApi,
+    version: i16,
+) -> ResponseError {
+    if code == ResponseError::ProducerFenced && version < api.first_version_with_fenced() {
         ResponseError::InvalidProducerEpoch
     } else {
         code

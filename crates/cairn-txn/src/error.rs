@@ -17,6 +17,17 @@ pub enum TxnApi {
     EndTxn,
 }
 
+impl TxnApi {
+    /// The first version of this API whose clients know PRODUCER_FENCED; older ones get
+    /// INVALID_PRODUCER_EPOCH (47) instead, as Kafka's KafkaApis answers.
+    pub fn first_version_with_fenced(self) -> i16 {
+        match self {
+            TxnApi::InitProducerId => 4,
+            TxnApi::AddPartitionsToTxn | TxnApi::AddOffsetsToTxn | TxnApi::EndTxn => 2,
+        }
+    }
+}
+
 /// Why the coordinator refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {
@@ -102,12 +113,8 @@ impl TxnError {
     /// (InitProducerId < 4, AddPartitionsToTxn, AddOffsetsToTxn and EndTxn < 2) get
     /// INVALID_PRODUCER_EPOCH (47) instead of PRODUCER_FENCED, as Kafka's `KafkaApis` does.
     pub fn kafka_code_for(&self, api: TxnApi, version: i16) -> i16 {
-        let first_version_with_fenced = match api {
-            TxnApi::InitProducerId => 4,
-            TxnApi::AddPartitionsToTxn | TxnApi::AddOffsetsToTxn | TxnApi::EndTxn => 2,
-        };
         match self {
-            TxnError::ProducerFenced { .. } if version < first_version_with_fenced => 47,
+            TxnError::ProducerFenced { .. } if version < api.first_version_with_fenced() => 47,
             _ => self.kafka_code(),
         }
     }

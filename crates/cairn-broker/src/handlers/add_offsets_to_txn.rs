@@ -39,7 +39,12 @@ pub async fn handle(
         Err(e) => {
             tracing::debug!(peer = %ctx.peer, transactional_id = id, error = ?e.code, "AddOffsetsToTxn refused: {}", e.message);
             AddOffsetsToTxnResponse::default().with_error_code(
-                crate::txn_coordinator::fenced_for_version(e.code, ctx.version, 2).code(),
+                crate::txn_coordinator::fenced_for_version(
+                    e.code,
+                    cairn_txn::TxnApi::AddOffsetsToTxn,
+                    ctx.version,
+                )
+                .code(),
             )
         }
     }

@@ -72,7 +72,11 @@ pub async fn handle(
             .await
             .map_err(|e| {
                 tracing::debug!(peer = %ctx.peer, transactional_id = id, error = ?e.code, "AddPartitionsToTxn refused: {}", e.message);
-                crate::txn_coordinator::fenced_for_version(e.code, ctx.version, 2)
+                crate::txn_coordinator::fenced_for_version(
+                    e.code,
+                    cairn_txn::TxnApi::AddPartitionsToTxn,
+                    ctx.version,
+                )
             })
     };
     let code_of = |topic: &str, partition: i32| -> i16 {

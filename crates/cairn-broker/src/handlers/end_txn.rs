@@ -33,7 +33,12 @@ pub async fn handle(ctx: RequestContext, request: EndTxnRequest) -> EndTxnRespon
         Err(e) => {
             tracing::debug!(peer = %ctx.peer, transactional_id = id, commit = request.committed, error = ?e.code, "EndTxn refused: {}", e.message);
             EndTxnResponse::default().with_error_code(
-                crate::txn_coordinator::fenced_for_version(e.code, ctx.version, 2).code(),
+                crate::txn_coordinator::fenced_for_version(
+                    e.code,
+                    cairn_txn::TxnApi::EndTxn,
+                    ctx.version,
+                )
+                .code(),
             )
         }
     }

@@ -71,8 +71,8 @@ pub async fn handle(ctx: RequestContext, request: InitProducerIdRequest) -> Init
                 tracing::debug!(peer = %ctx.peer, transactional_id = id, error = ?e.code, "InitProducerId refused: {}", e.message);
                 refused(crate::txn_coordinator::fenced_for_version(
                     e.code,
+                    cairn_txn::TxnApi::InitProducerId,
                     ctx.version,
-                    4,
                 ))
             }
         };
