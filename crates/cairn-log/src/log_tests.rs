@@ -865,31 +865,49 @@ fn crash_recovery_starts_at_the_recovery_points_segment() {
 
 /// Read buffers are pooled and not zeroed again (crate::read_buffer): a read into a
 /// buffer that held a longer read before must return only its own bytes, never the
-/// stale tail, and reads held at once must not share a buffer.
+/// stale tail, and reads held at once must not share a buffer. Batches of ~100 KB so
+/// that the reads are large enough to be pooled.
 #[test]
 fn reads_through_reused_buffers_return_only_their_own_bytes() {
     let d = tempfile::tempdir().unwrap();
     let mut log = open(d.path(), LogConfig::default());
-    let stored = fill(&mut log, 20, 1000);
+    let stored: Vec<Vec<u8>> = (0..12)
+        .map(|i| {
+            let b = simple_batch(100, 1000, 1000 + i);
+            let info = log.append_as_leader(&b, 0, 1000 + i).unwrap();
+            crate::testutil::stored_bytes(&log, &info)
+        })
+        .collect();
+    let batch = stored[0].len();
+    assert!(
+        3 * batch > 300_000 && 2 * batch < 300_000,
+        "batch of {batch} bytes"
+    );
+    const { assert!(300_000 >= crate::read_buffer::POOLED_READ_BYTES_MIN) };
     for round in 0..3 {
         // A long read, dropped: its buffer goes back to the pool full of batches.
-        drop(log.read(0, 1 << 20, i64::MAX, false).unwrap());
-        // Shorter reads now, each exactly its batches; all held at once.
+        let all = log.read(0, 2 << 20, i64::MAX, false).unwrap();
+        assert_eq!(&all.records[..], &stored.concat()[..]);
+        drop(all);
+        // Shorter reads now, each exactly the two batches that fit; all held at once.
         let held: Vec<_> = (0..stored.len())
             .map(|i| {
-                let offset = 2 * i as i64;
                 (
                     i,
-                    log.read(offset, stored[i].len() + 1, i64::MAX, false)
-                        .unwrap(),
+                    log.read(100 * i as i64, 300_000, i64::MAX, false).unwrap(),
                 )
             })
             .collect();
         for (i, r) in &held {
-            assert_eq!(&r.records[..], &stored[*i][..], "round {round}, batch {i}");
+            let end = (i + 2).min(stored.len());
+            assert_eq!(
+                &r.records[..],
+                &stored[*i..end].concat()[..],
+                "round {round}, batch {i}"
+            );
         }
-        // The read bounded by max_offset stops before the batches past it.
-        let bounded = log.read(0, 1 << 20, 6, false).unwrap();
+        // A read bounded by max_offset stops before the batches past it.
+        let bounded = log.read(0, 2 << 20, 300, false).unwrap();
         assert_eq!(
             &bounded.records[..],
             &stored[..3].concat()[..],

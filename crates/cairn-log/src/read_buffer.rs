@@ -10,7 +10,10 @@
 //! overwritten by the read.
 //!
 //! Bounded: at most [`POOLED_BUFFERS_MAX`] buffers of at most [`POOLED_BUFFER_BYTES_MAX`]
-//! each are kept (32 MiB); larger reads use a buffer of their own.
+//! each are kept (32 MiB); larger reads use a buffer of their own. Reads under
+//! [`POOLED_READ_BYTES_MIN`] (a consumer at the tail of the log) use a buffer of their own
+//! too, from the allocator's ordinary small-block path, so that a small read never holds a
+//! pooled buffer many times its size (at most 8×).
 
 use std::sync::Mutex;
 
@@ -20,6 +23,8 @@ use bytes::Bytes;
 pub const POOLED_BUFFERS_MAX: usize = 16;
 /// A buffer with more capacity than this is freed, not kept.
 pub const POOLED_BUFFER_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Smaller reads neither take a pooled buffer nor return theirs.
+pub const POOLED_READ_BYTES_MIN: usize = 256 * 1024;
 
 /// The broker's pool; tests make their own.
 static POOL: Pool = Pool::new();
@@ -43,7 +48,7 @@ impl Pool {
     }
 
     fn take(&self, len: usize) -> Vec<u8> {
-        let reused = if len <= POOLED_BUFFER_BYTES_MAX {
+        let reused = if (POOLED_READ_BYTES_MIN..=POOLED_BUFFER_BYTES_MAX).contains(&len) {
             self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
         } else {
             None
@@ -66,7 +71,7 @@ impl Pool {
     }
 
     fn put_back(&self, buf: Vec<u8>) {
-        if buf.capacity() > POOLED_BUFFER_BYTES_MAX {
+        if !(POOLED_READ_BYTES_MIN..=POOLED_BUFFER_BYTES_MAX).contains(&buf.capacity()) {
             return;
         }
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,7 +110,7 @@ mod tests {
     #[test]
     fn a_returned_buffer_is_reused_and_only_its_bytes_are_seen() {
         let pool = pool();
-        let mut buf = pool.take(1000);
+        let mut buf = pool.take(POOLED_READ_BYTES_MIN);
         buf[..5].copy_from_slice(b"hello");
         let ptr = buf.as_ptr();
         let bytes = pool.share(buf, 5);
@@ -118,14 +123,10 @@ mod tests {
             "returned while still shared"
         );
         drop(clone);
-        let again = pool.take(10);
+        let again = pool.take(POOLED_READ_BYTES_MIN + 10);
         assert_eq!(again.as_ptr(), ptr, "the buffer was not reused");
-        assert_eq!(
-            again.len(),
-            1000,
-            "a reused buffer keeps its initialised length"
-        );
-        let fresh = pool.take(10);
+        assert!(again.len() >= POOLED_READ_BYTES_MIN + 10);
+        let fresh = pool.take(POOLED_READ_BYTES_MIN);
         assert_ne!(fresh.as_ptr(), ptr, "one buffer handed out twice");
     }
 
@@ -138,10 +139,17 @@ mod tests {
             pool.0.lock().unwrap().is_empty(),
             "an oversized buffer was kept"
         );
+        drop(pool.share(pool.take(64), 64));
+        assert!(
+            pool.0.lock().unwrap().is_empty(),
+            "a small read's buffer was kept"
+        );
         let held: Vec<Bytes> = (0..POOLED_BUFFERS_MAX + 5)
-            .map(|_| pool.share(pool.take(64), 64))
+            .map(|_| pool.share(pool.take(POOLED_READ_BYTES_MIN), 64))
             .collect();
         drop(held);
         assert_eq!(pool.0.lock().unwrap().len(), POOLED_BUFFERS_MAX);
+        // A pooled buffer never serves a small read.
+        assert!(pool.take(64).len() < POOLED_READ_BYTES_MIN);
     }
 }

@@ -76,6 +76,9 @@ pub async fn handle(ctx: RequestContext, request: FetchRequest) -> FetchResponse
                 .with_session_id(0)
                 .with_responses(responses);
         }
+        // Not enough yet: what was read is read again after the wait, and is not held
+        // (with its buffers) while this fetch is parked.
+        drop(responses);
         let mut changes: FuturesUnordered<_> = receivers
             .iter_mut()
             .map(|rx: &mut watch::Receiver<i64>| rx.changed())
