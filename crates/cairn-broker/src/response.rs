@@ -29,14 +29,12 @@ const IOV_PER_WRITE: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct EncodedResponse {
     chunks: Vec<Bytes>,
-    len: usize,
 }
 
 impl From<Bytes> for EncodedResponse {
     /// One chunk holding the whole response, size prefix included.
     fn from(bytes: Bytes) -> EncodedResponse {
         EncodedResponse {
-            len: bytes.len(),
             chunks: vec![bytes],
         }
     }
@@ -45,29 +43,15 @@ impl From<Bytes> for EncodedResponse {
 impl EncodedResponse {
     /// Bytes on the wire, size prefix included.
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks.iter().map(Bytes::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.iter().all(Bytes::is_empty)
     }
 
     pub fn chunks(&self) -> &[Bytes] {
         &self.chunks
-    }
-
-    /// All chunks in one buffer (a copy; for tests and tools).
-    pub fn to_bytes(&self) -> Bytes {
-        match self.chunks.as_slice() {
-            [one] => one.clone(),
-            chunks => {
-                let mut all = BytesMut::with_capacity(self.len);
-                for c in chunks {
-                    all.put_slice(c);
-                }
-                all.freeze()
-            }
-        }
     }
 }
 
@@ -167,7 +151,7 @@ impl<'a> ChunkedBuf<'a> {
                 chunks.push(self.head.freeze());
             }
         }
-        EncodedResponse { chunks, len }
+        EncodedResponse { chunks }
     }
 }
 
@@ -261,6 +245,13 @@ mod tests {
     use super::*;
     use kafka_protocol::protocol::Encodable;
 
+    impl EncodedResponse {
+        /// All chunks in one buffer.
+        fn to_bytes(&self) -> Vec<u8> {
+            self.chunks.concat()
+        }
+    }
+
     fn fetch(records: &[Bytes]) -> kafka_protocol::messages::FetchResponse {
         use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
         kafka_protocol::messages::FetchResponse::default().with_responses(vec![
@@ -316,11 +307,7 @@ mod tests {
         for version in [4, 11, 12, 16] {
             let response = fetch(&records);
             let encoded = chunked(&response, version, &records);
-            assert_eq!(
-                encoded.to_bytes().to_vec(),
-                plain(&response, version),
-                "v{version}"
-            );
+            assert_eq!(encoded.to_bytes(), plain(&response, version), "v{version}");
             assert_eq!(encoded.len(), encoded.to_bytes().len());
             // The three large ones are shared, not copied.
             let shared = encoded
@@ -342,7 +329,7 @@ mod tests {
         let response = fetch(&records);
         let encoded = chunked(&response, 12, &[]);
         assert_eq!(encoded.chunks().len(), 1);
-        assert_eq!(encoded.to_bytes().to_vec(), plain(&response, 12));
+        assert_eq!(encoded.to_bytes(), plain(&response, 12));
     }
 
     #[test]
@@ -359,7 +346,7 @@ mod tests {
         expected.extend_from_slice(&[1, 2, 3, 4]);
         expected.extend_from_slice(&shared[0]);
         expected.push(7);
-        assert_eq!(encoded.to_bytes().to_vec(), expected);
+        assert_eq!(encoded.to_bytes(), expected);
     }
 
     /// A writer that takes at most `step` bytes per call, vectored or not.
