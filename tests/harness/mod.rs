@@ -145,7 +145,7 @@ impl BrokerProcess {
 
     fn wait_listening(&mut self) {
         let started = Instant::now();
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+        while !answers_api_versions(self.addr) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 panic!(
                     "broker exited with {status} during start; its log:\n{}",
@@ -154,7 +154,7 @@ impl BrokerProcess {
             }
             if started.elapsed() > START_TIMEOUT {
                 panic!(
-                    "broker did not listen on {} within {START_TIMEOUT:?}; its log:\n{}",
+                    "broker did not answer ApiVersions on {} within {START_TIMEOUT:?}; its log:\n{}",
                     self.addr,
                     self.log()
                 );
@@ -269,6 +269,28 @@ pub fn voter_specs(n: usize, extra_args: &[&str]) -> (Vec<NodeSpec>, String) {
 /// below the range are only ever taken by explicit binds; each test process walks its own
 /// sequence of them (starting at a pid-dependent place, so that a run's leftover brokers do
 /// not collide with the next binary's) and skips any that is in use.
+/// Whether a broker at `addr` answers an ApiVersions v0 request. A bound port alone is
+/// not enough: the broker binds before it opens its metadata and registers, and only
+/// accepts once it has — a cluster test that creates a topic as soon as the ports
+/// connect may place replicas before every broker is registered.
+fn answers_api_versions(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    // size, api_key 18, api_version 0, correlation_id 1, client_id null.
+    let mut request = 10i32.to_be_bytes().to_vec();
+    request.extend_from_slice(&18i16.to_be_bytes());
+    request.extend_from_slice(&0i16.to_be_bytes());
+    request.extend_from_slice(&1i32.to_be_bytes());
+    request.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut header = [0u8; 8];
+    stream.write_all(&request).is_ok()
+        && stream.read_exact(&mut header).is_ok()
+        && header[4..8] == 1i32.to_be_bytes()
+}
+
 pub fn free_port() -> SocketAddr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
