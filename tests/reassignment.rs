@@ -633,3 +633,56 @@ fn decommission_moves_every_replica_off_a_broker() {
         text(&again)
     );
 }
+
+#[test]
+fn confluent_kafka_elects_preferred_leaders() {
+    const TOPIC: &str = "elected";
+    let mut settings = BROKER_SETTINGS.to_vec();
+    // Only the test's ElectLeaders may move leadership back.
+    settings.extend(["--set", "auto.leader.rebalance.enable=false"]);
+    let mut brokers = BrokerProcess::start_quorum_with(3, &settings);
+    let bootstrap = bootstrap(&brokers);
+    create_topic(&bootstrap, TOPIC, 3, 3);
+    let before = wait_in_sync(&bootstrap, TOPIC);
+    let preferred = before[&0].replicas[0];
+    assert_eq!(before[&0].leader, preferred, "{before:?}");
+
+    // SIGKILL the preferred leader of partition 0; another replica takes over and keeps
+    // the leadership when it comes back in sync.
+    let i = (preferred - 1) as usize;
+    brokers[i].kill9();
+    let others = brokers
+        .iter()
+        .filter(|b| b.is_running())
+        .map(BrokerProcess::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for(&format!("{TOPIC}-0 led by another broker"), || {
+        let p = partitions(&others, TOPIC)?.remove(&0)?;
+        (p.leader > 0 && p.leader != preferred).then_some(())
+    });
+    brokers[i].start_again();
+    let moved = wait_in_sync(&bootstrap, TOPIC);
+    assert_ne!(moved[&0].leader, preferred, "{moved:?}");
+
+    let out = run(
+        "python3",
+        &["tests/python/elect_leaders.py", &bootstrap, TOPIC, "0"],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Every broker reports every partition led by its preferred replica again.
+    for broker in &brokers {
+        wait_for(
+            &format!("broker {} reports preferred leaders", broker.bootstrap()),
+            || {
+                partitions(&broker.bootstrap(), TOPIC)?
+                    .values()
+                    .all(|p| p.leader == p.replicas[0])
+                    .then_some(())
+            },
+        );
+    }
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+}

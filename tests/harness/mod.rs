@@ -286,9 +286,19 @@ fn answers_api_versions(addr: SocketAddr) -> bool {
     request.extend_from_slice(&1i32.to_be_bytes());
     request.extend_from_slice(&(-1i16).to_be_bytes());
     let mut header = [0u8; 8];
-    stream.write_all(&request).is_ok()
-        && stream.read_exact(&mut header).is_ok()
-        && header[4..8] == 1i32.to_be_bytes()
+    if stream.write_all(&request).is_err()
+        || stream.read_exact(&mut header).is_err()
+        || header[4..8] != 1i32.to_be_bytes()
+    {
+        return false;
+    }
+    // Read the rest, so that closing does not reset a connection with unread data.
+    let rest = u32::from_be_bytes([header[0], header[1], header[2], header[3]]).saturating_sub(4);
+    std::io::copy(
+        &mut (&mut stream).take(u64::from(rest)),
+        &mut std::io::sink(),
+    )
+    .is_ok()
 }
 
 pub fn free_port() -> SocketAddr {

@@ -334,6 +334,15 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
         ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
             ListPartitionReassignmentsRequest::default().with_timeout_ms(5_000),
         ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topic_partitions(Some(vec![
+                    elect_leaders_request::TopicPartitions::default()
+                        .with_topic(name(TOPIC))
+                        .with_partitions(vec![0, 7]),
+                ])),
+        ),
         other => panic!("the version sweep has no request for {other:?}: add one in request()"),
     }
 }

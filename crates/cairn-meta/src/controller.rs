@@ -55,7 +55,9 @@
 //!   its leader epoch and the partition epoch it last saw. New ISR members leave the ELR.
 //! - [`elect_preferred_leaders`] (`auto.leader.rebalance.enable`): moves leadership back to
 //!   `replicas[0]` where it is unfenced and in the ISR, and elects a leader for offline
-//!   partitions that have an unfenced ISR or ELR member.
+//!   partitions that have an unfenced ISR or ELR member; [`elect_preferred_leader`] does
+//!   the same for one partition of an ElectLeaders request, with Kafka's per-partition
+//!   refusals ([`ElectionError`]).
 //!
 //! ## Reassignment (KIP-455)
 //! [`alter_partition_reassignment`] starts, replaces or cancels moving a partition to
@@ -880,22 +882,82 @@ pub fn elect_preferred_leaders(
     state: &ClusterState,
 ) -> Result<Vec<MetadataRecord>, ReplicationError> {
     Ok(all_partitions(state)
-        .filter_map(|(t, p)| {
-            let eligible = |r: i32| !state.is_fenced(r);
-            let preferred = *p.replicas.first()?;
-            let next = if p.isr.contains(&preferred) && eligible(preferred) {
-                Next {
-                    leader: preferred,
-                    ..Next::unchanged(p)
-                }
-            } else if p.leader == NO_LEADER {
-                elect_leader(p, p.isr.clone(), p.elr.clone(), eligible)
-            } else {
-                Next::unchanged(p)
-            };
-            change(t, p, next)
-        })
+        .filter_map(|(t, p)| change(t, p, preferred_election(state, p)))
         .collect())
+}
+
+/// Partition `p` after a preferred leader election (see [`elect_preferred_leaders`]).
+fn preferred_election(state: &ClusterState, p: &PartitionRecord) -> Next {
+    let eligible = |r: i32| !state.is_fenced(r);
+    match p.replicas.first() {
+        Some(&preferred) if p.isr.contains(&preferred) && eligible(preferred) => Next {
+            leader: preferred,
+            ..Next::unchanged(p)
+        },
+        Some(_) if p.leader == NO_LEADER => elect_leader(p, p.isr.clone(), p.elr.clone(), eligible),
+        _ => Next::unchanged(p),
+    }
+}
+
+/// Why one partition of an ElectLeaders request (preferred election) elected nobody.
+/// The Kafka error code each maps to is named on the variant.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ElectionError {
+    /// Kafka: UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("topic '{topic}' has no partition {partition}")]
+    UnknownTopicOrPartition { topic: String, partition: i32 },
+    /// Kafka: ELECTION_NOT_NEEDED. The preferred replica already leads.
+    #[error("the preferred replica {leader} already leads {topic}-{partition}")]
+    NotNeeded {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
+    /// Kafka: PREFERRED_LEADER_NOT_AVAILABLE. The preferred replica is fenced or out of
+    /// the ISR, and the partition has a leader (or no replica can lead it).
+    #[error(
+        "the preferred replica {preferred} of {topic}-{partition} cannot lead now (fenced, or not in the ISR {isr:?})"
+    )]
+    PreferredNotAvailable {
+        topic: String,
+        partition: i32,
+        preferred: i32,
+        isr: Vec<i32>,
+    },
+}
+
+/// The records of a preferred leader election of partition `partition` of topic `topic`
+/// (an ElectLeaders request naming it), decided as in [`elect_preferred_leaders`]:
+/// Kafka's ELECTION_NOT_NEEDED when the preferred replica leads already,
+/// PREFERRED_LEADER_NOT_AVAILABLE when the election changes nothing.
+pub fn elect_preferred_leader(
+    state: &ClusterState,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<MetadataRecord>, ElectionError> {
+    let (t, p) = state
+        .topic(topic)
+        .and_then(|t| Some((t, t.partitions.get(usize::try_from(partition).ok()?)?)))
+        .ok_or_else(|| ElectionError::UnknownTopicOrPartition {
+            topic: topic.to_owned(),
+            partition,
+        })?;
+    if p.leader != NO_LEADER && p.replicas.first() == Some(&p.leader) {
+        return Err(ElectionError::NotNeeded {
+            topic: topic.to_owned(),
+            partition,
+            leader: p.leader,
+        });
+    }
+    match change(t, p, preferred_election(state, p)) {
+        Some(record) => Ok(vec![record]),
+        None => Err(ElectionError::PreferredNotAvailable {
+            topic: topic.to_owned(),
+            partition,
+            preferred: p.replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: p.isr.clone(),
+        }),
+    }
 }
 
 /// Why the controller refused a partition reassignment (AlterPartitionReassignments).
@@ -1645,6 +1707,46 @@ mod tests {
         apply(&mut s, &recs);
         assert_eq!(summary(&s), (1, vec![2, 3, 1], 2, 3));
         assert_eq!(elect_preferred_leaders(&s), Ok(vec![]));
+    }
+
+    #[test]
+    fn elect_preferred_leader_answers_per_partition() {
+        let (mut s, id) = with_partition(3, &[1, 2, 3]);
+        let topic = s.topic_by_id(id).unwrap().name.clone();
+        let not_needed = elect_preferred_leader(&s, &topic, 0);
+        assert!(
+            matches!(not_needed, Err(ElectionError::NotNeeded { leader: 1, .. })),
+            "{not_needed:?}"
+        );
+        for (name, partition) in [(topic.as_str(), 1), (topic.as_str(), -1), ("nope", 0)] {
+            assert!(matches!(
+                elect_preferred_leader(&s, name, partition),
+                Err(ElectionError::UnknownTopicOrPartition { .. })
+            ));
+        }
+        run(&mut s, |s| fence_broker(s, 1));
+        assert_eq!(summary(&s), (2, vec![2, 3], 1, 1));
+        // Back but not in the ISR: the preferred replica cannot lead yet.
+        run(&mut s, |s| unfence_broker(s, 1));
+        let unavailable = elect_preferred_leader(&s, &topic, 0);
+        assert!(
+            matches!(
+                unavailable,
+                Err(ElectionError::PreferredNotAvailable { preferred: 1, .. })
+            ),
+            "{unavailable:?}"
+        );
+        run(&mut s, |s| {
+            alter_partition(s, id, 0, 2, 1, 1, vec![2, 3, 1])
+        });
+        let recs = elect_preferred_leader(&s, &topic, 0).unwrap();
+        assert_eq!(recs, elect_preferred_leaders(&s).unwrap());
+        apply(&mut s, &recs);
+        assert_eq!(summary(&s), (1, vec![2, 3, 1], 2, 3));
+        assert!(matches!(
+            elect_preferred_leader(&s, &topic, 0),
+            Err(ElectionError::NotNeeded { .. })
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -112,6 +113,7 @@ pub const APIS: &[ApiSpec] = &[
     spec::<DescribeQuorumRequest>(ApiKey::DescribeQuorum),
     spec::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
     spec::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
+    spec::<ElectLeadersRequest>(ApiKey::ElectLeaders),
     spec::<InitProducerIdRequest>(ApiKey::InitProducerId),
     // v4 only allows TRANSACTION_ABORTABLE (KIP-890 verification, which we do not do);
     // v5 is transactions v2 (the offsets partition joins the transaction implicitly).
@@ -208,6 +210,9 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
             list_partition_reassignments::handle(ctx, r).await,
         ),
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(ctx, r).await)
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
         }
