@@ -8,10 +8,13 @@ Covers: admin create topic (3 partitions) / list / describe configs / alter conf
 (IncrementalAlterConfigs) / delete records / delete topic; produce keyed records with
 headers, acks=all, once per compression codec the installed codec modules allow; consume
 them back from the beginning with manual partition assignment (no consumer group);
-ListOffsets by time (offsets_for_times), earliest and latest. Exits non-zero with a
+ListOffsets by time (offsets_for_times), earliest and latest; describe_log_dirs (sizes
+of the partitions on disk). Exits non-zero with a
 message naming the first mismatch.
 """
 
+import glob
+import os
 import sys
 import time
 import uuid
@@ -193,6 +196,48 @@ def main():
         check(got is not None and got.offset == first,
               f"offsets_for_times({mid[4]}) on partition 0: {got}, expected offset {first}")
     step("ListOffsets earliest/latest/by time match what was consumed")
+
+    # --- DescribeLogDirs: the partitions on disk, with their sizes ---------------------
+    def log_dir_partitions(answer):
+        """{(topic, partition): (size, offset_lag)} over every broker and log dir."""
+        out = {}
+        for broker in answer:
+            for d in broker["log_dirs"]:
+                check(d["error_code"] == 0, f"describe_log_dirs error: {d}")
+                for t in d["topics"]:
+                    for p in t["partitions"]:
+                        out[(t["name"], p["partition_index"])] = (p["partition_size"],
+                                                                  p["offset_lag"])
+        return out
+
+    answer = admin.describe_log_dirs({topic: list(range(PARTITIONS)) + [99]})
+    step(f"describe_log_dirs: {answer}")
+    check(len(answer) == 1 and len(answer[0]["log_dirs"]) == 1,
+          f"describe_log_dirs: one broker with one log dir expected, got {answer}")
+    check(answer[0]["log_dirs"][0]["log_dir"].startswith("/"),
+          f"describe_log_dirs: log_dir not an absolute path: {answer}")
+    log_dir = answer[0]["log_dirs"][0]
+    if "total_bytes" in log_dir:  # v4
+        check(log_dir["total_bytes"] >= log_dir["usable_bytes"] > 0,
+              f"describe_log_dirs: total/usable bytes {log_dir}")
+    sizes = log_dir_partitions(answer)
+    check(set(sizes) == {(topic, p) for p in range(PARTITIONS)},
+          f"describe_log_dirs for {topic}: partitions {sorted(sizes)}")
+    for p in range(PARTITIONS):
+        size, lag = sizes[(topic, p)]
+        check(lag == 0, f"describe_log_dirs {topic}-{p}: offset_lag {lag}")
+        check((size > 0) == (counts[p] > 0),
+              f"describe_log_dirs {topic}-{p}: size {size} with {counts[p]} records")
+        # The broker runs on this machine (tests/other_clients.rs): its segment files
+        # are there to measure.
+        on_disk = sum(os.path.getsize(f) for f in
+                      glob.glob(os.path.join(log_dir["log_dir"], f"{topic}-{p}", "*.log")))
+        check(size == on_disk, f"describe_log_dirs {topic}-{p}: size {size}, "
+              f"but its .log files hold {on_disk} bytes")
+    everything = log_dir_partitions(admin.describe_log_dirs())
+    check(all((topic, p) in everything for p in range(PARTITIONS)),
+          f"describe_log_dirs() does not list {topic}: {sorted(everything)}")
+    step(f"describe_log_dirs: sizes {[sizes[(topic, p)][0] for p in range(PARTITIONS)]} bytes")
 
     # --- DeleteRecords -----------------------------------------------------------------
     target = max(range(PARTITIONS), key=lambda p: counts[p])

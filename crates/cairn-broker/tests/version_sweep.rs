@@ -343,6 +343,13 @@ fn request(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                         .with_partitions(vec![0, 7]),
                 ])),
         ),
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name(TOPIC))
+                    .with_partitions(vec![0]),
+            ])))
+        }
         other => panic!("the version sweep has no request for {other:?}: add one in request()"),
     }
 }

@@ -22,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
@@ -114,6 +115,7 @@ pub const APIS: &[ApiSpec] = &[
     spec::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
     spec::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
     spec::<ElectLeadersRequest>(ApiKey::ElectLeaders),
+    spec::<DescribeLogDirsRequest>(ApiKey::DescribeLogDirs),
     spec::<InitProducerIdRequest>(ApiKey::InitProducerId),
     // v4 only allows TRANSACTION_ABORTABLE (KIP-890 verification, which we do not do);
     // v5 is transactions v2 (the offsets partition joins the transaction implicitly).
@@ -212,6 +214,9 @@ pub async fn dispatch(ctx: RequestContext, request: RequestKind) -> Option<Respo
         ),
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(ctx, r).await)
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(ctx, r).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
