@@ -634,21 +634,12 @@ fn decommission_moves_every_replica_off_a_broker() {
     );
 }
 
-#[test]
-fn confluent_kafka_elects_preferred_leaders() {
-    const TOPIC: &str = "elected";
-    let mut settings = BROKER_SETTINGS.to_vec();
-    // Only the test's ElectLeaders may move leadership back.
-    settings.extend(["--set", "auto.leader.rebalance.enable=false"]);
-    let mut brokers = BrokerProcess::start_quorum_with(3, &settings);
-    let bootstrap = bootstrap(&brokers);
-    create_topic(&bootstrap, TOPIC, 3, 3);
-    let before = wait_in_sync(&bootstrap, TOPIC);
-    let preferred = before[&0].replicas[0];
-    assert_eq!(before[&0].leader, preferred, "{before:?}");
-
-    // SIGKILL the preferred leader of partition 0; another replica takes over and keeps
-    // the leadership when it comes back in sync.
+/// SIGKILLs the preferred replica of `TOPIC`-`partition` (its leader), waits until
+/// another replica leads, restarts it and waits until every replica is in sync again;
+/// with `auto.leader.rebalance.enable=false` the leadership stays moved.
+fn move_leadership_away(brokers: &mut [BrokerProcess], topic: &str, partition: i32) {
+    let all = bootstrap(brokers);
+    let preferred = partitions(&all, topic).expect("metadata")[&partition].replicas[0];
     let i = (preferred - 1) as usize;
     brokers[i].kill9();
     let others = brokers
@@ -657,32 +648,95 @@ fn confluent_kafka_elects_preferred_leaders() {
         .map(BrokerProcess::bootstrap)
         .collect::<Vec<_>>()
         .join(",");
-    wait_for(&format!("{TOPIC}-0 led by another broker"), || {
-        let p = partitions(&others, TOPIC)?.remove(&0)?;
-        (p.leader > 0 && p.leader != preferred).then_some(())
-    });
-    brokers[i].start_again();
-    let moved = wait_in_sync(&bootstrap, TOPIC);
-    assert_ne!(moved[&0].leader, preferred, "{moved:?}");
-
-    let out = run(
-        "python3",
-        &["tests/python/elect_leaders.py", &bootstrap, TOPIC, "0"],
-        Duration::from_secs(120),
+    wait_for(
+        &format!("{topic}-{partition} led by another broker"),
+        || {
+            let p = partitions(&others, topic)?.remove(&partition)?;
+            (p.leader > 0 && p.leader != preferred).then_some(())
+        },
     );
-    assert!(out.status.success(), "{}", text(&out));
+    brokers[i].start_again();
+    let moved = wait_in_sync(&all, topic);
+    assert_ne!(moved[&partition].leader, preferred, "{moved:?}");
+}
 
-    // Every broker reports every partition led by its preferred replica again.
-    for broker in &brokers {
+/// Waits until every broker reports every partition of `topic` led by its preferred
+/// replica.
+fn wait_preferred_leaders(brokers: &[BrokerProcess], topic: &str) {
+    for broker in brokers {
         wait_for(
             &format!("broker {} reports preferred leaders", broker.bootstrap()),
             || {
-                partitions(&broker.bootstrap(), TOPIC)?
+                partitions(&broker.bootstrap(), topic)?
                     .values()
                     .all(|p| p.leader == p.replicas[0])
                     .then_some(())
             },
         );
     }
+}
+
+#[test]
+fn confluent_kafka_and_the_cli_elect_preferred_leaders() {
+    const TOPIC: &str = "elected";
+    let mut settings = BROKER_SETTINGS.to_vec();
+    // Only the test's ElectLeaders requests may move leadership back.
+    settings.extend(["--set", "auto.leader.rebalance.enable=false"]);
+    let mut brokers = BrokerProcess::start_quorum_with(3, &settings);
+    let bootstrap = bootstrap(&brokers);
+    create_topic(&bootstrap, TOPIC, 3, 3);
+    let before = wait_in_sync(&bootstrap, TOPIC);
+    assert!(
+        before.values().all(|p| p.leader == p.replicas[0]),
+        "{before:?}"
+    );
+
+    move_leadership_away(&mut brokers, TOPIC, 0);
+    let out = run(
+        "python3",
+        &["tests/python/elect_leaders.py", &bootstrap, TOPIC, "0"],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    wait_preferred_leaders(&brokers, TOPIC);
+
+    // The same through `cairn partition elect-leaders`, for one topic.
+    move_leadership_away(&mut brokers, TOPIC, 1);
+    let first = brokers[0].bootstrap();
+    let elect = cairn(&["partition", "elect-leaders", "--topic", TOPIC, "-b", &first]);
+    assert!(elect.status.success(), "{}", text(&elect));
+    let said = String::from_utf8_lossy(&elect.stdout).into_owned();
+    assert!(
+        said.contains(&format!(
+            "{TOPIC}-1: leadership moved to its preferred replica"
+        )) && said.contains("1 partition(s) elected; 2 already led by their preferred replica"),
+        "{}",
+        text(&elect)
+    );
+    wait_preferred_leaders(&brokers, TOPIC);
+    // Nothing left to elect anywhere; a partition that does not exist fails the command.
+    let all = cairn(&["partition", "elect-leaders", "-b", &first]);
+    assert!(all.status.success(), "{}", text(&all));
+    assert!(
+        text(&all).contains("0 partition(s) elected"),
+        "{}",
+        text(&all)
+    );
+    let missing = cairn(&[
+        "partition",
+        "elect-leaders",
+        "--topic",
+        TOPIC,
+        "--partition",
+        "7",
+        "-b",
+        &first,
+    ]);
+    assert!(!missing.status.success(), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        text(&missing)
+    );
 }

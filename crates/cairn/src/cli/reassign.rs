@@ -5,6 +5,10 @@
 //!   in progress; `--wait` waits until it is done.
 //! - `cairn partition list-reassignments` lists the reassignments in progress
 //!   (ListPartitionReassignments).
+//! - `cairn partition elect-leaders [--topic T [--partition P]...]` moves leadership back
+//!   to the preferred replicas (ElectLeaders, preferred election) of every partition, of
+//!   one topic, or of the partitions named, and reports each partition elected; it fails
+//!   if any named partition could not be elected (ELECTION_NOT_NEEDED is not a failure).
 //! - `cairn broker decommission N` moves every replica off broker N: for each partition
 //!   with a replica on N, N is replaced by the live broker (in Metadata's broker list)
 //!   hosting the fewest replicas that does not already hold one of the partition, all in
@@ -15,7 +19,7 @@
 //!   Topics created afterwards may still place replicas on N while it runs: stop it once
 //!   decommissioned.
 //!
-//! Works against any broker that serves the two APIs (Cairn, Apache Kafka 2.4+).
+//! Works against any broker that serves these APIs (Cairn, Apache Kafka 2.4+).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -24,10 +28,11 @@ use anyhow::{Context, bail};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
-    ListPartitionReassignmentsRequest,
+    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
 };
 
 use super::client::{Cluster, explain, topic_name};
@@ -40,7 +45,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 #[command(after_help = "Examples:
   cairn partition reassign --topic orders --partition 0 --replicas 2,3 --wait
   cairn partition reassign --topic orders --partition 0 --cancel
-  cairn partition list-reassignments")]
+  cairn partition list-reassignments
+  cairn partition elect-leaders --topic orders")]
 pub struct PartitionArgs {
     /// Bootstrap broker host:port.
     #[arg(
@@ -65,6 +71,20 @@ pub enum PartitionCommand {
     Reassign(ReassignArgs),
     /// List the partition reassignments in progress.
     ListReassignments(ListArgs),
+    /// Move leadership back to each partition's preferred replica (its first replica).
+    ElectLeaders(ElectArgs),
+}
+
+/// `cairn partition elect-leaders`
+#[derive(clap::Args, Debug)]
+pub struct ElectArgs {
+    /// Only this topic's partitions (default: every partition of the cluster).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only these partitions of `--topic` (repeatable or comma-separated).
+    #[arg(long, requires = "topic", value_delimiter = ',',
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Vec<i32>,
 }
 
 /// `cairn partition reassign`
@@ -196,6 +216,7 @@ pub async fn partition(args: PartitionArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        PartitionCommand::ElectLeaders(e) => elect_leaders(&mut cluster, e).await,
         PartitionCommand::ListReassignments(l) => {
             let ongoing = list(&mut cluster).await?;
             let rows: Vec<_> = ongoing
@@ -225,6 +246,80 @@ pub async fn partition(args: PartitionArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `cairn partition elect-leaders`: one ElectLeaders request (preferred election).
+async fn elect_leaders(cluster: &mut Cluster, e: ElectArgs) -> anyhow::Result<()> {
+    let partitions = match (&e.topic, e.partition.is_empty()) {
+        (None, _) => None,
+        (Some(topic), false) => Some(vec![(topic.clone(), e.partition.clone())]),
+        (Some(topic), true) => {
+            let metadata = cluster
+                .metadata(Some(std::slice::from_ref(topic)), false)
+                .await?;
+            let t = metadata
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+                .with_context(|| format!("topic '{topic}' is not in the Metadata response"))?;
+            if t.error_code != 0 {
+                bail!("topic '{topic}': {}", explain(t.error_code, None));
+            }
+            Some(vec![(
+                topic.clone(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )])
+        }
+    };
+    let named = partitions.is_some();
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(60_000)
+        .with_topic_partitions(partitions.map(|ps| {
+            ps.into_iter()
+                .map(|(topic, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic(topic_name(&topic))
+                        .with_partitions(partitions)
+                })
+                .collect()
+        }));
+    let response: ElectLeadersResponse = cluster
+        .bootstrap()
+        .send(&request)
+        .await
+        .context("ElectLeaders")?;
+    if response.error_code != 0 {
+        bail!("ElectLeaders: {}", explain(response.error_code, None));
+    }
+    let election_not_needed = kafka_protocol::error::ResponseError::ElectionNotNeeded.code();
+    let (mut elected, mut not_needed, mut failed) = (0, 0, Vec::new());
+    for t in &response.replica_election_results {
+        for p in &t.partition_result {
+            let name = format!("{}-{}", t.topic.as_str(), p.partition_id);
+            match p.error_code {
+                0 => {
+                    elected += 1;
+                    outln!("{name}: leadership moved to its preferred replica")?;
+                }
+                code if code == election_not_needed => not_needed += 1,
+                code => failed.push(format!(
+                    "{name}: {}",
+                    explain(code, p.error_message.as_ref().map(|m| m.as_str()))
+                )),
+            }
+        }
+    }
+    let already = if named {
+        format!("; {not_needed} already led by their preferred replica")
+    } else {
+        String::new()
+    };
+    outln!("{elected} partition(s) elected{already}")?;
+    if !failed.is_empty() {
+        bail!("not elected:\n{}", failed.join("\n"));
+    }
+    Ok(())
 }
 
 /// Runs `cairn broker ...`.
