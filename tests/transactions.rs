@@ -142,6 +142,26 @@ fn read_topic(
     out
 }
 
+/// Whether group `ctp` has committed offsets at the end of every partition of `in` (3
+/// partitions), as a read_committed consumer's OffsetFetch (require_stable) sees them.
+fn input_drained(bootstrap: &str) -> bool {
+    let c = consumer(bootstrap, "read_committed", Some("ctp"));
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("in", p);
+    }
+    let Ok(committed) = c.committed_offsets(tpl, OP_TIMEOUT) else {
+        return false;
+    };
+    (0..3).all(|p| {
+        let end = c
+            .fetch_watermarks("in", p, OP_TIMEOUT)
+            .map(|(_, high)| high);
+        let at = committed.find_partition("in", p).map(|e| e.offset());
+        matches!((at, end), (Some(Offset::Offset(at)), Ok(end)) if at >= end)
+    })
+}
+
 fn values(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -450,7 +470,7 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
     create_topic(&bootstrap, "out", 3, 3);
     // The input arrives during the whole kill phase, from an idempotent producer.
     let stop_input = Arc::new(AtomicBool::new(false));
-    let input = {
+    let mut input = Some({
         let bootstrap = bootstrap.clone();
         let stop = stop_input.clone();
         thread::spawn(move || {
@@ -475,7 +495,9 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
             p.flush(Duration::from_secs(120)).expect("input flush");
             i
         })
-    };
+    });
+    // How many records the input producer delivered, once it has stopped.
+    let mut sent: Option<u32> = None;
 
     let mut worker = Arc::new(Worker::new(&bootstrap));
     let mut copied = 0usize;
@@ -485,12 +507,14 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
     let mut killed: Option<usize> = None;
     let mut failures = 0;
     let mut stuck = 0;
-    let mut idle = 0;
     loop {
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "the loop did not drain its input in 300 s"
+            "the loop did not drain its input in 300 s: {copied} of {sent:?} records copied"
         );
+        if input.as_ref().is_some_and(|h| h.is_finished()) {
+            sent = Some(input.take().unwrap().join().expect("input thread"));
+        }
         // Kill a broker every 8 s and restart it 4 s later; three kills in all, then the
         // input stops.
         if killed.is_none() && kills < 3 && last_kill.elapsed() > Duration::from_secs(8) {
@@ -534,21 +558,22 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
         };
         match result {
             Ok(0) => {
-                // Drained: ten empty polls in a row once the input has stopped.
-                if stop_input.load(Ordering::Relaxed) && input.is_finished() {
-                    idle += 1;
-                    if idle >= 10 {
-                        break;
-                    }
+                // Drained once the input has stopped and the group's committed offsets
+                // (stable: no transactional commit pending) reach the end of every input
+                // partition. Not a count of empty polls: when the last kill takes the
+                // controller and the coordinators with it, the consumer loses its session
+                // and rejoins, and gets nothing for longer than a few polls. Not the
+                // count of records copied either: a commit the client reported failed
+                // may still have committed.
+                if sent.is_some() && input_drained(&bootstrap) {
+                    break;
                 }
             }
             Ok(n) => {
                 copied += n;
-                idle = 0;
             }
             Err(e) => {
                 failures += 1;
-                idle = 0;
                 let at = started.elapsed().as_secs_f64();
                 eprintln!("[{at:.1}s] transaction failed ({e}); aborting it");
                 let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
@@ -564,7 +589,7 @@ fn consume_transform_produce_exactly_once_across_broker_kills() {
             }
         }
     }
-    let sent = input.join().expect("input thread");
+    let sent = sent.expect("the input producer stopped before the loop drained it");
     eprintln!(
         "input: {sent} records sent; copied {copied} in committed transactions; {kills} kills, {failures} failed transactions, {stuck} stuck workers replaced"
     );
