@@ -110,7 +110,6 @@ fn consumer(bootstrap: &str, isolation: &str, group: Option<&str>) -> BaseConsum
 }
 
 /// Reads every partition of `topic` from the beginning with `isolation`, stopping once
-/// each partition's position reached `until` (the offsets consumers may read to) or
 /// nothing new arrived for `quiet`. Returns the values read per partition, in order.
 fn read_topic(
     bootstrap: &str,
