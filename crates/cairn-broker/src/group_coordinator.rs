@@ -926,7 +926,7 @@ pub(crate) async fn led_and_caught_up(
             .metadata
             .state()
             .topic(topic)
-            .and_then(|t| t.partitions.get(index as usize).map(|p| p.leader))
+            .and_then(|t| t.partition(index).map(|p| p.leader))
             == Some(broker.config.node_id);
         return Err(if led_here {
             CaughtUp::Waiting

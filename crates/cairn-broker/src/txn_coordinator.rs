@@ -756,7 +756,7 @@ async fn send_markers(broker: &Arc<Broker>, shard: &Arc<Shard>, job: &MarkerJob)
         remaining.retain(|tp| {
             let Some(p) = state
                 .topic(&tp.topic)
-                .and_then(|t| t.partitions.get(tp.partition as usize))
+                .and_then(|t| t.partition(tp.partition))
             else {
                 tracing::info!(topic = %tp.topic, partition = tp.partition, transactional_id = %job.transactional_id, "no marker for a partition that no longer exists");
                 return false;

@@ -801,9 +801,8 @@ pub fn alter_partition(
     let topic = state
         .topic_by_id(topic_id)
         .ok_or(ReplicationError::UnknownTopicId { topic_id })?;
-    let p = usize::try_from(partition)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
+    let p = topic
+        .partition(partition)
         .ok_or(ReplicationError::UnknownPartition {
             topic_id,
             partition,
@@ -937,7 +936,7 @@ pub fn elect_preferred_leader(
 ) -> Result<Vec<MetadataRecord>, ElectionError> {
     let (t, p) = state
         .topic(topic)
-        .and_then(|t| Some((t, t.partitions.get(usize::try_from(partition).ok()?)?)))
+        .and_then(|t| Some((t, t.partition(partition)?)))
         .ok_or_else(|| ElectionError::UnknownTopicOrPartition {
             topic: topic.to_owned(),
             partition,
@@ -1152,9 +1151,8 @@ pub fn alter_partition_reassignment(
     let topic = state
         .topic_by_id(topic_id)
         .ok_or(ReassignmentError::UnknownTopicId { topic_id })?;
-    let p = usize::try_from(partition)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
+    let p = topic
+        .partition(partition)
         .ok_or_else(|| ReassignmentError::UnknownPartition {
             topic: topic.name.clone(),
             partition,

@@ -36,6 +36,13 @@ pub struct TopicInfo {
     pub configs: BTreeMap<String, String>,
 }
 
+impl TopicInfo {
+    /// Partition `index`, if the topic has it (a negative index never matches).
+    pub fn partition(&self, index: i32) -> Option<&PartitionState> {
+        self.partitions.get(usize::try_from(index).ok()?)
+    }
+}
+
 /// The cluster metadata as of `applied_records` records.
 /// Stored in quorum snapshots as protobuf ([`crate::codec::encode_state`]); snapshots of
 /// earlier versions hold its serde JSON form, which is still read.

@@ -66,12 +66,7 @@ fn decide(
             format!("topic '{}' does not exist", item.topic),
         )
     })?;
-    if let (Some(target), Some(p)) = (
-        &item.target,
-        usize::try_from(item.partition)
-            .ok()
-            .and_then(|i| topic.partitions.get(i)),
-    ) {
+    if let (Some(target), Some(p)) = (&item.target, topic.partition(item.partition)) {
         let current = p.original_replicas().len();
         if !allow_replication_factor_change && !target.is_empty() && target.len() != current {
             return Err((

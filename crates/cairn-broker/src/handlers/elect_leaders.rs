@@ -64,10 +64,7 @@ fn requested(state: &ClusterState, request: &ElectLeadersRequest) -> Vec<(String
 
 /// An unclean election's answer for one partition (not implemented; see the module doc).
 fn unclean(state: &ClusterState, topic: &str, partition: i32) -> Outcome {
-    let p = state
-        .topic(topic)
-        .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?));
-    match p {
+    match state.topic(topic).and_then(|t| t.partition(partition)) {
         None => Err((
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{topic}' has no partition {partition}"),

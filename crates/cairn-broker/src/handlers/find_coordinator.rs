@@ -121,7 +121,7 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
     };
     let leader = state
         .topic(topic)
-        .and_then(|t| t.partitions.get(index as usize))
+        .and_then(|t| t.partition(index))
         .map(|p| p.leader)
         .and_then(|id| state.broker(id))
         .filter(|b| !b.fenced);
