@@ -632,24 +632,30 @@ fn write_at(file: &File, parts: &[&[u8]], mut pos: u64) -> std::io::Result<()> {
         return Err(std::io::Error::from_raw_os_error(28));
     }
     use std::os::fd::AsRawFd;
-    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    // One iovec per part, advanced in place past what each call wrote.
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
     let mut done = 0;
-    while done < parts.len() {
-        let iov: Vec<libc::iovec> = parts[done..]
-            .iter()
-            .take(IOV_PER_WRITE)
-            .map(|p| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
-        // SAFETY: every iovec points into a slice borrowed for the whole call, and the
+    loop {
+        while done < iov.len() && iov[done].iov_len == 0 {
+            done += 1;
+        }
+        if done == iov.len() {
+            return Ok(());
+        }
+        let batch = &iov[done..iov.len().min(done + IOV_PER_WRITE)];
+        // SAFETY: every iovec points into a part borrowed for the whole call, and the
         // descriptor is owned by `file`.
         let n = unsafe {
             libc::pwritev(
                 file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
+                batch.as_ptr(),
+                batch.len() as libc::c_int,
                 pos as libc::off_t,
             )
         };
@@ -665,18 +671,16 @@ fn write_at(file: &File, parts: &[&[u8]], mut pos: u64) -> std::io::Result<()> {
         }
         pos += n as u64;
         let mut n = n as usize;
-        while n > 0 {
-            let part = parts[done];
-            if n >= part.len() {
-                n -= part.len();
-                done += 1;
-            } else {
-                parts[done] = &part[n..];
-                n = 0;
+        while n >= iov[done].iov_len {
+            n -= iov[done].iov_len;
+            done += 1;
+            if done == iov.len() {
+                return Ok(());
             }
         }
+        iov[done].iov_base = (iov[done].iov_base as *mut u8).wrapping_add(n) as *mut libc::c_void;
+        iov[done].iov_len -= n;
     }
-    Ok(())
 }
 
 /// At most this many parts per `pwritev` (Linux's `IOV_MAX` is 1024).
